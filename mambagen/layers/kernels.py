@@ -1,0 +1,26 @@
+"""The one place optional fast kernels are looked up.
+
+Every name is None when its package is absent or cannot be imported (e.g. no GPU
+build); callers then use the pure-PyTorch reference. Nothing here is required.
+"""
+from __future__ import annotations
+
+
+def _optional(module: str, name: str):
+    try:
+        mod = __import__(module, fromlist=[name])
+        return getattr(mod, name)
+    except Exception:  # ImportError, missing CUDA libraries, Triton errors at import ...
+        return None
+
+
+mamba_chunk_scan_combined = _optional("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
+selective_state_update = _optional("mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
+causal_conv1d_fn = _optional("causal_conv1d", "causal_conv1d_fn")
+causal_conv1d_update = _optional("causal_conv1d", "causal_conv1d_update")
+
+
+def available() -> dict[str, bool]:
+    """Which optional kernels were found (for `mambagen info`)."""
+    return {name: globals()[name] is not None for name in (
+        "mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update")}

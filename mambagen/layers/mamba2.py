@@ -1,0 +1,152 @@
+"""Mamba2 mixer (Dao & Gu 2024) with the official hyperparameters and state-dict names.
+
+    in_proj -> [z | x B C | dt]
+    x B C   -> causal depthwise conv1d -> SiLU
+    x       -> SSD scan with scalar decay A per head, dt = softplus(dt + dt_bias), + D * x
+    y       -> RMSNorm(y * SiLU(z)) -> out_proj
+
+`forward` runs a whole chunk of tokens (training, prefill, or a continuation
+when given a cache: M-VAR carries the state across scales this way); `step`
+runs one token. Both read and update an explicit, preallocated `Mamba2Cache`.
+The scan itself lives in `ssd_ref` (the spec); fast kernels, when installed,
+are used by `fast=True` callers only after tests show they agree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .norm import RMSNormGated
+from .ssd_ref import ssd_chunked, ssd_step
+
+
+@dataclass
+class Mamba2Cache:
+    """Recurrent state of one mixer: O(1) in the sequence length.
+
+    conv: (B, conv_dim, d_conv - 1) the last inputs of the causal conv
+    ssm:  (B, nheads, headdim, d_state) the SSM state (kept in float32)
+    """
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+    def reset(self) -> None:
+        self.conv.zero_()
+        self.ssm.zero_()
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype of the scan: float32, or float64 for float64 inputs (tests)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class Mamba2(nn.Module):
+    def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2,
+                 headdim: int = 64, ngroups: int = 1, chunk_size: int = 256,
+                 A_init_range=(1.0, 16.0), dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        d_inner = expand * d_model
+        if d_inner % headdim:
+            raise ValueError(f"Mamba2: expand*d_model = {d_inner} is not a multiple of headdim = {headdim}")
+        nheads = d_inner // headdim
+        if nheads % ngroups:
+            raise ValueError(f"Mamba2: nheads = {nheads} is not a multiple of ngroups = {ngroups}")
+        self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
+        self.d_inner, self.nheads, self.ngroups, self.chunk_size = d_inner, nheads, ngroups, chunk_size
+        self.conv_dim = d_inner + 2 * ngroups * d_state
+        self.dt_range = (dt_min, dt_max, dt_init_floor)
+        self.A_init_range = A_init_range
+
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim,
+                                padding=d_conv - 1, bias=conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(nheads))
+        self.A_log = nn.Parameter(torch.empty(nheads))
+        self.D = nn.Parameter(torch.empty(nheads))
+        self.norm = RMSNormGated(d_inner, eps=norm_eps, group_size=d_inner // ngroups)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """Official init: dt log-uniform in [dt_min, dt_max] stored through an inverse
+        softplus; A uniform in A_init_range stored as log; D = 1. These three are
+        excluded from weight decay by the optimizer (flag `_no_weight_decay`)."""
+        dt_min, dt_max, floor = self.dt_range
+        dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))        # softplus(dt_bias) == dt
+        self.A_log.copy_(torch.log(torch.empty_like(self.A_log).uniform_(*self.A_init_range)))
+        self.D.fill_(1.0)
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+
+    def allocate_cache(self, batch: int, device=None, dtype=None) -> Mamba2Cache:
+        device = device if device is not None else self.in_proj.weight.device
+        dtype = dtype or self.in_proj.weight.dtype
+        return Mamba2Cache(
+            conv=torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
+            ssm=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=_acc(dtype)),
+        )
+
+    def _split(self, zxbcdt):
+        return torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+
+    def _ssm_inputs(self, xBC):
+        x, B, C = torch.split(xBC, [self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        x = x.unflatten(-1, (self.nheads, self.headdim))            # (..., h, p)
+        B = B.unflatten(-1, (self.ngroups, self.d_state))           # (..., g, n)
+        C = C.unflatten(-1, (self.ngroups, self.d_state))
+        return x, B, C
+
+    def forward(self, u: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
+        """u (B, L, d_model) -> (B, L, d_model). With a cache, continue from its state and update it."""
+        Bsz, L, _ = u.shape
+        z, xBC, dt = self._split(self.in_proj(u))                  # (B, L, d_inner), (B, L, conv_dim), (B, L, h)
+
+        # causal depthwise conv: left context is the cache's last inputs (zeros at the start)
+        xBC_t = xBC.transpose(1, 2)                                # (B, conv_dim, L)
+        history = cache.conv if cache is not None else xBC_t.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
+        xBC_t = torch.cat([history.to(xBC_t.dtype), xBC_t], dim=2)
+        if cache is not None:
+            cache.conv.copy_(xBC_t[:, :, -(self.d_conv - 1):])
+        xBC = F.silu(F.conv1d(xBC_t, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+
+        x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
+        acc = _acc(u.dtype)
+        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))         # (B, L, h)
+        A = -torch.exp(self.A_log.to(acc))                         # (h,)
+        y, final_state = ssd_chunked(x, dt, A, B, C, self.chunk_size,
+                                     initial_state=cache.ssm if cache is not None else None)
+        if cache is not None:
+            cache.ssm.copy_(final_state)
+        y = y + x.to(acc) * self.D.to(acc)[:, None]                # D skip per head
+        y = self.norm(y.flatten(-2).to(u.dtype), z)                # (B, L, d_inner)
+        return self.out_proj(y)
+
+    def step(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
+        """One token: u (B, d_model) -> (B, d_model); updates the cache in place."""
+        z, xBC, dt = self._split(self.in_proj(u))                  # (B, d_inner), (B, conv_dim), (B, h)
+
+        window = torch.cat([cache.conv, xBC[:, :, None].to(cache.conv.dtype)], dim=2)  # (B, conv_dim, d_conv)
+        cache.conv.copy_(window[:, :, 1:])
+        xBC = (window * self.conv1d.weight[:, 0]).sum(-1)
+        if self.conv1d.bias is not None:
+            xBC = xBC + self.conv1d.bias
+        xBC = F.silu(xBC).to(u.dtype)
+
+        x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
+        acc = cache.ssm.dtype
+        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))         # (B, h)
+        A = -torch.exp(self.A_log.to(acc))
+        y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
+        cache.ssm.copy_(new_state)
+        y = y + x.to(acc) * self.D.to(acc)[:, None]
+        y = self.norm(y.flatten(-2).to(u.dtype), z)                # (B, d_inner)
+        return self.out_proj(y)
