@@ -1,0 +1,68 @@
+"""Loaders for official checkpoints: `load_official(family, weights, official_config)`.
+
+`weights` is a path (.pt/.pth/.bin/.safetensors, or an HF directory with config.json
+and model.safetensors) or an already loaded state dict. Files are read without
+unpickling code (see `mambagen.io`). Each family's key mapping is a pure function
+in its own module.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import CheckpointError, load_state_dict_strict, load_weights, read_json, unwrap_state_dict
+
+
+def _read_state(weights: Any) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(state dict, config.json of an HF directory or None)."""
+    if isinstance(weights, dict):
+        return unwrap_state_dict(weights), None
+    path = Path(weights)
+    if path.is_dir():
+        files = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()]
+        if not files:
+            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this directory")
+        config = read_json(path / "config.json") if (path / "config.json").exists() else None
+        return unwrap_state_dict(load_weights(files[0])), config
+    return unwrap_state_dict(load_weights(path)), None
+
+
+def load_official_aim(weights: Any, official_config: dict | None = None):
+    """Official AiM weights -> (AiM, VQModel or None).
+
+    Accepts the HF directory (config.json + model.safetensors with `mamba.`/`vqvae.`
+    keys), a Trainer `pytorch_model.bin`, or a bare `MambaLMHeadModel` state dict
+    with its `MambaConfig` dict. The tokenizer is returned when the file holds one.
+    """
+    from ..models.aim import AiM
+    from .aim import aim_config_from_official, convert_aim_state_dict, split_aim_release
+
+    state, dir_config = _read_state(weights)
+    official_config = official_config or dir_config
+    if official_config is None:
+        raise CheckpointError("official AiM weights need their MambaConfig (config.json of the HF repo, "
+                              "or pass official_config=...)")
+    gen_state, vq_state = split_aim_release(state)
+    model = AiM(aim_config_from_official(official_config))
+    load_state_dict_strict(model, convert_aim_state_dict(gen_state), "official AiM checkpoint")
+    tokenizer = None
+    if vq_state:
+        from .llamagen_vq import load_official_llamagen_vq
+        tokenizer = load_official_llamagen_vq(vq_state)
+    return model.eval(), tokenizer
+
+
+def load_official(family: str, weights: Any, official_config: dict | None = None, **kwargs):
+    """Front door for official checkpoints. Families: aim, llamagen_vq."""
+    if family == "aim":
+        return load_official_aim(weights, official_config)[0]
+    if family in ("llamagen_vq", "vq"):
+        from .llamagen_vq import load_official_llamagen_vq
+        return load_official_llamagen_vq(weights, official_config, **kwargs)
+    raise KeyError(f"no official loader for family {family!r} (known: aim, llamagen_vq)")
+
+
+__all__ = ["load_official", "load_official_aim"]

@@ -1,0 +1,95 @@
+"""Official AiM (hp-l33/AiM) checkpoints -> our AiM. Pure functions.
+
+Official layout: `MambaLMHeadModel` keys (`backbone.*`, `lm_head.weight`), stored in
+released files under `mamba.` next to the tokenizer under `vqvae.`; safetensors keeps
+one name of the tied embedding, so `lm_head.weight` is usually absent.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..io import CheckpointError
+from ..models.aim import AiMConfig
+
+MAMBA2_DEFAULTS = dict(d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256)
+
+# official key pattern -> our key
+_RENAMES = [
+    (r"backbone\.embeddings\.word_embeddings\.weight", "tok_emb.weight"),
+    (r"backbone\.embeddings\.position_embeddings\.weight", "pos_emb.weight"),
+    (r"backbone\.cls_embed\.embedding_table\.weight", "class_emb.weight"),
+    (r"backbone\.adaln_group\.1\.(weight|bias)", r"ada_group.proj.\1"),
+    (r"backbone\.layers\.(\d+)\.norm\.weight", r"blocks.\1.norm.weight"),
+    (r"backbone\.layers\.(\d+)\.mixer\.(.+)", r"blocks.\1.mixer.\2"),
+    (r"backbone\.layers\.(\d+)\.adaLN_modulation\.1\.(weight|bias)", r"blocks.\1.ada_lin.\2"),
+    (r"backbone\.layers\.(\d+)\.scale_shift_table", r"blocks.\1.ada_table"),
+    (r"backbone\.norm_f\.weight", "norm_f.weight"),
+    (r"backbone\.final_layer\.norm_final\.weight", "final_norm.weight"),
+    (r"backbone\.final_layer\.adaLN_modulation\.1\.(weight|bias)", r"final_ada_lin.\1"),
+    (r"lm_head\.weight", "head.weight"),
+]
+
+
+def aim_config_from_official(official: dict) -> AiMConfig:
+    """`MambaConfig` fields (config.json of the HF repos) -> AiMConfig, with official behaviour."""
+    unsupported = []
+    if official.get("d_intermediate", 0):
+        unsupported.append("d_intermediate != 0 (gated MLP blocks)")
+    if official.get("attn_layer_idx"):
+        unsupported.append("attn_layer_idx (attention layers)")
+    if not official.get("rms_norm", True):
+        unsupported.append("rms_norm=False (LayerNorm)")
+    if not official.get("tie_embeddings", True):
+        unsupported.append("tie_embeddings=False")
+    ssm = dict(official.get("ssm_cfg") or {})
+    if ssm.pop("layer", "Mamba2") != "Mamba2":
+        unsupported.append("ssm_cfg.layer other than Mamba2")
+    known = set(MAMBA2_DEFAULTS)
+    extra = {k: v for k, v in ssm.items() if k not in known}
+    if extra:
+        unsupported.append(f"ssm_cfg keys {sorted(extra)}")
+    if unsupported:
+        raise CheckpointError("official AiM config uses features AiM never shipped with: " + ", ".join(unsupported))
+    mamba = {**MAMBA2_DEFAULTS, **ssm}
+    groups = official.get("num_groups", official.get("n_groups", 4))
+    group_mode = official.get("adaln_group", official.get("adaln_single", True))
+    return AiMConfig(
+        d_model=official.get("d_model", 1024), n_layer=official.get("n_layer", 48),
+        vocab_size=official.get("vocab_size", 16384), num_classes=official.get("num_classes", 1000),
+        num_tokens=official.get("num_tokens", official.get("num_img_tokens", 256)),
+        adaln="group" if group_mode else "layer", adaln_groups=groups if group_mode else 4,
+        token_dropout=official.get("token_drop", 0.0), mixer_dropout=official.get("mixer_drop", 0.0),
+        norm_f=True, sample_position_shift=1, extra={"converted_from": "hp-l33/AiM"}, **mamba,
+    )
+
+
+def split_aim_release(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Released AiM weights hold the generator under `mamba.` and the tokenizer under `vqvae.`."""
+    if not any(k.startswith("mamba.") for k in state):
+        return state, {}
+    gen = {k[len("mamba."):]: v for k, v in state.items() if k.startswith("mamba.")}
+    vq = {k[len("vqvae."):]: v for k, v in state.items() if k.startswith("vqvae.")}
+    return gen, vq
+
+
+def convert_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename official keys to ours; re-tie the head when only the embedding was stored."""
+    out, unknown = {}, []
+    for key, value in state.items():
+        for pattern, repl in _RENAMES:
+            if re.fullmatch(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"not an official AiM state dict: unrecognised keys {unknown[:8]}"
+                              f"{' ...' if len(unknown) > 8 else ''}")
+    if "tok_emb.weight" not in out:
+        raise CheckpointError("official AiM state dict lacks backbone.embeddings.word_embeddings.weight")
+    if "head.weight" in out and not torch.equal(out["head.weight"], out["tok_emb.weight"]):
+        raise CheckpointError("lm_head.weight differs from the token embedding, but AiM ties them")
+    out["head.weight"] = out["tok_emb.weight"]
+    return out

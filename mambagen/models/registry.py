@@ -1,0 +1,90 @@
+"""Named sizes for every family: `create_model("aim-l")` is the front door.
+
+A family is (config class, model class). A named size is a family plus the
+config values that define it; `create_model(name, **overrides)` builds it, and
+`build_model(family, config_dict)` rebuilds a saved model from its config.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch.nn as nn
+
+from .aim import AiM, AiMConfig
+
+FAMILIES: dict[str, tuple[type, type]] = {
+    "aim": (AiMConfig, AiM),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    config: dict
+    description: str = ""
+    official_params: int | None = None   # parameter count of the official implementation
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, family: str, description: str = "", official_params: int | None = None, **config) -> None:
+    if name in REGISTRY:
+        raise ValueError(f"model name {name!r} registered twice")
+    REGISTRY[name] = ModelSpec(name, family, config, description, official_params)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    return [n for n, s in REGISTRY.items() if family is None or s.family == family]
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def make_config(family: str, values: dict):
+    if family not in FAMILIES:
+        raise KeyError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    cls = FAMILIES[family][0]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; fields: {sorted(known)}")
+    return cls(**values)
+
+
+def build_model(family: str, config: dict) -> nn.Module:
+    return FAMILIES[family][1](make_config(family, config))
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered size with fresh weights, e.g. create_model("aim-b", num_classes=10)."""
+    spec = get_spec(name)
+    return build_model(spec.family, {**spec.config, **overrides})
+
+
+def count_params(model: nn.Module) -> int:
+    """Each parameter tensor once (tied weights once), buffers excluded."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------- AiM
+# Paper Table 1; official counts from instantiating hp-l33/AiM (shared/spec/checkpoints.md).
+register("aim-b", "aim", "AiM-B: 24 layers, 768 wide, per-layer adaLN", 147_622_080,
+         d_model=768, n_layer=24, adaln="layer")
+register("aim-l", "aim", "AiM-L: 48 layers, 1024 wide, adaLN-group (4)", 349_760_000,
+         d_model=1024, n_layer=48, adaln="group", adaln_groups=4)
+register("aim-xl", "aim", "AiM-XL: 48 layers, 1536 wide, adaLN-group (4)", 763_291_392,
+         d_model=1536, n_layer=48, adaln="group", adaln_groups=4)
+register("aim-1b", "aim", "AiM-1B: 48 layers, 2048 wide, adaLN-group (4)", 1_335_944_192,
+         d_model=2048, n_layer=48, adaln="group", adaln_groups=4)
+# Small sizes for tests and the CPU demo (own design, no official counterpart).
+register("aim-tiny", "aim", "tests/CPU demo: 4 layers, 64 wide", None,
+         d_model=64, n_layer=4, vocab_size=256, num_classes=10, num_tokens=16, d_state=16, headdim=16,
+         chunk_size=16, adaln="group", adaln_groups=2)
+register("aim-small", "aim", "demo scale: 12 layers, 256 wide", None,
+         d_model=256, n_layer=12, vocab_size=1024, num_classes=9, num_tokens=64, d_state=64, headdim=32,
+         chunk_size=64, adaln="group", adaln_groups=4)
