@@ -14,6 +14,12 @@ from ..io import CheckpointError
 from ..models.aim import AiMConfig
 
 MAMBA2_DEFAULTS = dict(d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, chunk_size=256)
+# other official Mamba2 arguments: those that change the computation go to AiMConfig.mixer_options,
+# those that only matter for init or for the CUDA/TP implementation are dropped
+MAMBA2_OPTIONS = {"D_has_hdim", "rmsnorm", "norm_before_gate", "dt_limit", "bias", "conv_bias",
+                  "A_init_range", "dt_min", "dt_max", "dt_init_floor"}
+MAMBA2_IGNORED = {"conv_init", "use_mem_eff_path", "layer_idx", "process_group", "sequence_parallel",
+                  "device", "dtype"}
 
 # official key pattern -> our key
 _RENAMES = [
@@ -46,13 +52,16 @@ def aim_config_from_official(official: dict) -> AiMConfig:
     ssm = dict(official.get("ssm_cfg") or {})
     if ssm.pop("layer", "Mamba2") != "Mamba2":
         unsupported.append("ssm_cfg.layer other than Mamba2")
-    known = set(MAMBA2_DEFAULTS)
-    extra = {k: v for k, v in ssm.items() if k not in known}
+    d_ssm = ssm.pop("d_ssm", None)
+    if d_ssm is not None and d_ssm != ssm.get("expand", 2) * official.get("d_model", 1024):
+        unsupported.append("ssm_cfg.d_ssm smaller than d_inner (partial SSM + MLP)")
+    extra = sorted(set(ssm) - set(MAMBA2_DEFAULTS) - MAMBA2_OPTIONS - MAMBA2_IGNORED)
     if extra:
-        unsupported.append(f"ssm_cfg keys {sorted(extra)}")
+        unsupported.append(f"ssm_cfg keys {extra}")
     if unsupported:
         raise CheckpointError("official AiM config uses features AiM never shipped with: " + ", ".join(unsupported))
-    mamba = {**MAMBA2_DEFAULTS, **ssm}
+    mamba = {**MAMBA2_DEFAULTS, **{k: v for k, v in ssm.items() if k in MAMBA2_DEFAULTS}}
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ssm.items() if k in MAMBA2_OPTIONS}
     groups = official.get("num_groups", official.get("n_groups", 4))
     group_mode = official.get("adaln_group", official.get("adaln_single", True))
     return AiMConfig(
@@ -61,7 +70,8 @@ def aim_config_from_official(official: dict) -> AiMConfig:
         num_tokens=official.get("num_tokens", official.get("num_img_tokens", 256)),
         adaln="group" if group_mode else "layer", adaln_groups=groups if group_mode else 4,
         token_dropout=official.get("token_drop", 0.0), mixer_dropout=official.get("mixer_drop", 0.0),
-        norm_f=True, sample_position_shift=1, extra={"converted_from": "hp-l33/AiM"}, **mamba,
+        norm_f=True, sample_position_shift=1, extra={"converted_from": "hp-l33/AiM"},
+        mixer_options=options, **mamba,
     )
 
 

@@ -49,7 +49,8 @@ class Mamba2(nn.Module):
                  headdim: int = 64, ngroups: int = 1, chunk_size: int = 256,
                  A_init_range=(1.0, 16.0), dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 norm_eps: float = 1e-5):
+                 norm_eps: float = 1e-5, D_has_hdim: bool = False, rmsnorm: bool = True,
+                 norm_before_gate: bool = False, dt_limit=(0.0, float("inf"))):
         super().__init__()
         d_inner = expand * d_model
         if d_inner % headdim:
@@ -61,6 +62,7 @@ class Mamba2(nn.Module):
         self.d_inner, self.nheads, self.ngroups, self.chunk_size = d_inner, nheads, ngroups, chunk_size
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.dt_range = (dt_min, dt_max, dt_init_floor)
+        self.dt_limit = tuple(dt_limit)
         self.A_init_range = A_init_range
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=bias)
@@ -68,8 +70,9 @@ class Mamba2(nn.Module):
                                 padding=d_conv - 1, bias=conv_bias)
         self.dt_bias = nn.Parameter(torch.empty(nheads))
         self.A_log = nn.Parameter(torch.empty(nheads))
-        self.D = nn.Parameter(torch.empty(nheads))
-        self.norm = RMSNormGated(d_inner, eps=norm_eps, group_size=d_inner // ngroups)
+        self.D = nn.Parameter(torch.empty(d_inner if D_has_hdim else nheads))  # skip per channel or per head
+        self.norm = (RMSNormGated(d_inner, eps=norm_eps, group_size=d_inner // ngroups,
+                                  norm_before_gate=norm_before_gate) if rmsnorm else None)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
         self.reset_ssm_parameters()
 
@@ -105,6 +108,20 @@ class Mamba2(nn.Module):
         C = C.unflatten(-1, (self.ngroups, self.d_state))
         return x, B, C
 
+    def _dt_A(self, dt, acc):
+        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))
+        if self.dt_limit != (0.0, float("inf")):
+            dt = dt.clamp(*self.dt_limit)
+        return dt, -torch.exp(self.A_log.to(acc))
+
+    def _output(self, y, x, z):
+        """y, x (..., h, p) -> D skip, gated norm, out_proj -> (..., d_model)."""
+        D = self.D.to(y.dtype)
+        y = y + x.to(y.dtype) * (D.view(self.nheads, self.headdim) if D.numel() == self.d_inner else D[:, None])
+        y = y.flatten(-2).to(z.dtype)                              # (..., d_inner)
+        y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
+        return self.out_proj(y)
+
     def forward(self, u: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
         """u (B, L, d_model) -> (B, L, d_model). With a cache, continue from its state and update it."""
         Bsz, L, _ = u.shape
@@ -119,16 +136,12 @@ class Mamba2(nn.Module):
         xBC = F.silu(F.conv1d(xBC_t, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
-        acc = _acc(u.dtype)
-        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))         # (B, L, h)
-        A = -torch.exp(self.A_log.to(acc))                         # (h,)
+        dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
         y, final_state = ssd_chunked(x, dt, A, B, C, self.chunk_size,
                                      initial_state=cache.ssm if cache is not None else None)
         if cache is not None:
             cache.ssm.copy_(final_state)
-        y = y + x.to(acc) * self.D.to(acc)[:, None]                # D skip per head
-        y = self.norm(y.flatten(-2).to(u.dtype), z)                # (B, L, d_inner)
-        return self.out_proj(y)
+        return self._output(y, x, z)
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place."""
@@ -142,11 +155,7 @@ class Mamba2(nn.Module):
         xBC = F.silu(xBC).to(u.dtype)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
-        acc = cache.ssm.dtype
-        dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))         # (B, h)
-        A = -torch.exp(self.A_log.to(acc))
+        dt, A = self._dt_A(dt, cache.ssm.dtype)                    # (B, h), (h,)
         y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
         cache.ssm.copy_(new_state)
-        y = y + x.to(acc) * self.D.to(acc)[:, None]
-        y = self.norm(y.flatten(-2).to(u.dtype), z)                # (B, d_inner)
-        return self.out_proj(y)
+        return self._output(y, x, z)

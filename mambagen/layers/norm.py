@@ -29,21 +29,26 @@ class RMSNorm(nn.Module):
 
 
 class RMSNormGated(nn.Module):
-    """y = RMSNorm(x * SiLU(z)) * weight, normalised over groups of `group_size` channels.
+    """y = RMSNorm(x * SiLU(z)) * weight (or RMSNorm(x) * weight * SiLU(z) when norm_before_gate),
+    normalised over groups of `group_size` channels.
 
     This is Mamba2's output norm with norm_before_gate=False; with ngroups > 1 each
     group of d_inner/ngroups channels is normalised on its own.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None):
+    def __init__(self, dim: int, eps: float = 1e-5, group_size: int | None = None, norm_before_gate: bool = False):
         super().__init__()
-        self.eps = eps
+        self.eps, self.norm_before_gate = eps, norm_before_gate
         self.group_size = group_size or dim
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.to(_acc(x)) * F.silu(z.to(_acc(x)))
+        dtype, acc = x.dtype, _acc(x)
+        x, gate = x.to(acc), F.silu(z.to(acc))
+        if not self.norm_before_gate:
+            x = x * gate
         xg = x.unflatten(-1, (-1, self.group_size))                  # (..., groups, group_size)
-        xg = xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xg.flatten(-2) * self.weight.to(xg.dtype)).to(dtype)
+        x = (xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(acc)
+        if self.norm_before_gate:
+            x = x * gate
+        return x.to(dtype)

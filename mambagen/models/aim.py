@@ -40,6 +40,7 @@ class AiMConfig:
     headdim: int = 64
     ngroups: int = 1
     chunk_size: int = 256
+    mixer_options: dict = field(default_factory=dict)  # further Mamba2 arguments (D_has_hdim, dt_limit, ...)
     # conditioning: "layer" = a Linear per block (AiM-B); "group" = adaLN-group with adaln_groups sets
     adaln: Literal["layer", "group"] = "group"
     adaln_groups: int = 4
@@ -97,7 +98,7 @@ class AiMBlock(nn.Module):
         d = cfg.d_model
         self.norm = RMSNorm(d, eps=cfg.norm_eps)
         self.mixer = Mamba2(d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
-                            ngroups=cfg.ngroups, chunk_size=cfg.chunk_size)
+                            ngroups=cfg.ngroups, chunk_size=cfg.chunk_size, **cfg.mixer_options)
         if cfg.adaln == "layer":
             self.ada_lin = nn.Linear(d, 3 * d)                       # own (shift, scale, gate)
         else:
