@@ -1,0 +1,136 @@
+"""Our checkpoint format: a directory with config.json + model.safetensors.
+
+    model_dir/
+      config.json          {"format": "mambagen", "format_version": 1, "kind": "generator",
+                            "family": "aim", "config": {...}, "tokenizer": "tokenizer" | null}
+      model.safetensors    weights (tied tensors stored under each name)
+      ema.safetensors      optional EMA weights
+      tokenizer/           optional: a tokenizer directory of the same format (kind "tokenizer")
+
+Files are written atomically and config.json last, so an interrupted save never
+leaves a directory that loads; a torn or foreign file is a clear error.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .io import CheckpointError, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+
+FORMAT, FORMAT_VERSION = "mambagen", 1
+
+
+def _tokenizer_families():
+    from .tokenizers.vq import VQConfig, VQModel
+    return {"vq": (VQConfig, VQModel)}
+
+
+def tokenizer_family(tokenizer: nn.Module) -> str:
+    for fam, (_, cls) in _tokenizer_families().items():
+        if isinstance(tokenizer, cls):
+            return fam
+    raise TypeError(f"unknown tokenizer type {type(tokenizer).__name__}")
+
+
+def model_family(model: nn.Module) -> str:
+    from .models.registry import FAMILIES
+    for fam, (_, cls) in FAMILIES.items():
+        if isinstance(model, cls):
+            return fam
+    raise TypeError(f"unknown model type {type(model).__name__}")
+
+
+def save_tokenizer(tokenizer: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    path = Path(path)
+    save_safetensors(path / "model.safetensors", tokenizer.state_dict())
+    write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "tokenizer",
+                                      "family": tokenizer_family(tokenizer), "config": tokenizer.config.to_dict(),
+                                      **(extra or {})})
+    return path
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, tokenizer: nn.Module | None = None,
+               ema: dict[str, torch.Tensor] | None = None, extra: dict | None = None) -> Path:
+    """Write a generator (and optionally its tokenizer: a pipeline) to `path`."""
+    path = Path(path)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, path / "tokenizer")
+    save_safetensors(path / "model.safetensors", model.state_dict())
+    if ema is not None:
+        save_safetensors(path / "ema.safetensors", ema)
+    write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "generator",
+                                      "family": model_family(model), "config": model.config.to_dict(),
+                                      "tokenizer": "tokenizer" if tokenizer is not None else None,
+                                      **(extra or {})})
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory (a mambagen checkpoint is a directory with config.json)")
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: no config.json - not a mambagen checkpoint, or an interrupted save")
+    meta = read_json(path / "config.json")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}/config.json is not a mambagen checkpoint (format={meta.get('format')!r}); "
+                              "official checkpoints go through `mambagen convert`")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {meta['format_version']} is newer than this mambagen "
+                              f"({FORMAT_VERSION}); upgrade mambagen")
+    return meta
+
+
+def _load_weights_into(module: nn.Module, file: Path, device) -> nn.Module:
+    load_state_dict_strict(module, load_safetensors(file), str(file))
+    return module.to(device).eval()
+
+
+def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
+    path = Path(path)
+    meta = read_config(path)
+    if meta.get("kind") != "tokenizer":
+        raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a tokenizer")
+    fams = _tokenizer_families()
+    if meta["family"] not in fams:
+        raise CheckpointError(f"{path}: unknown tokenizer family {meta['family']!r}")
+    cfg_cls, cls = fams[meta["family"]]
+    return _load_weights_into(cls(cfg_cls.from_dict(meta["config"])), path / "model.safetensors", device)
+
+
+def load_model(path: str | os.PathLike, device="cpu", ema: bool = False) -> nn.Module:
+    from .models.registry import build_model
+    path = Path(path)
+    meta = read_config(path)
+    if meta.get("kind") != "generator":
+        raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a generator")
+    try:
+        model = build_model(meta["family"], meta["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}/config.json does not describe a valid model: {e}") from None
+    weights = path / ("ema.safetensors" if ema else "model.safetensors")
+    return _load_weights_into(model, weights, device)
+
+
+@dataclass
+class Pipeline:
+    """A generator and the tokenizer whose ids it models."""
+    generator: nn.Module
+    tokenizer: nn.Module
+
+
+def load(path: str | os.PathLike, device="cpu", ema: bool = False):
+    """A checkpoint directory -> a model, or a `Pipeline` when it holds a tokenizer too.
+    A tokenizer directory loads as the tokenizer."""
+    path = Path(path)
+    meta = read_config(path)
+    if meta.get("kind") == "tokenizer":
+        return load_tokenizer(path, device)
+    model = load_model(path, device, ema=ema)
+    if meta.get("tokenizer"):
+        return Pipeline(model, load_tokenizer(path / meta["tokenizer"], device))
+    return model

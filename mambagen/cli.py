@@ -1,0 +1,212 @@
+"""`mambagen` command line: info, sample, convert (more subcommands join as families land)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .io import CheckpointError
+
+UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
+
+
+# ------------------------------------------------------------------------------------------- info
+def cmd_info(args) -> None:
+    from .layers import kernels
+    from .models.registry import REGISTRY, count_params, create_model
+    from .tokenizers.vq import VQ_CONFIGS, create_tokenizer
+
+    print(f"mambagen {__import__('mambagen').__version__}  torch {torch.__version__}  "
+          f"cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    print("\nGenerators (parameters counted on the meta device; tied weights once):")
+    print(f"  {'name':<12} {'family':<7} {'params':>15} {'official':>15}  description")
+    for name, spec in REGISTRY.items():
+        with torch.device("meta"):
+            n = count_params(create_model(name))
+        official = f"{spec.official_params:,}" if spec.official_params else "-"
+        mark = "" if spec.official_params in (None, n) else "  MISMATCH"
+        print(f"  {name:<12} {spec.family:<7} {n:>15,} {official:>15}  {spec.description}{mark}")
+    print("\nTokenizers:")
+    for name in VQ_CONFIGS:
+        with torch.device("meta"):
+            tok = create_tokenizer(name)
+        c = tok.config
+        print(f"  {name:<12} {sum(p.numel() for p in tok.parameters()):>15,}  codebook {c.codebook_size} x "
+              f"{c.codebook_embed_dim}, downsample {c.downsample}")
+    found = [k for k, v in kernels.available().items() if v]
+    print(f"\nOptional fast kernels found: {', '.join(found) if found else 'none (pure PyTorch reference paths)'}")
+
+
+# ------------------------------------------------------------------------------------------- sample
+def _resolve(args, device):
+    """(generator, tokenizer, untrained?) from --model/--tokenizer (directories or registered names)."""
+    from .checkpoint import Pipeline, load, load_tokenizer
+    from .models.registry import REGISTRY, create_model
+    from .tokenizers.vq import VQ_CONFIGS, create_tokenizer
+
+    untrained = False
+    tokenizer = None
+    if Path(args.model).exists():
+        obj = load(args.model, device=device, ema=args.ema)
+        generator, tokenizer = (obj.generator, obj.tokenizer) if isinstance(obj, Pipeline) else (obj, None)
+    elif args.model in REGISTRY:
+        generator, untrained = None, True
+    else:
+        raise SystemExit(f"error: --model {args.model!r} is neither a checkpoint directory nor a registered model "
+                         f"({', '.join(REGISTRY)})")
+
+    tok_arg = args.tokenizer if args.tokenizer is not None or generator is not None else "vq-tiny"
+    if tok_arg is not None:
+        if Path(tok_arg).exists():
+            tokenizer = load_tokenizer(tok_arg, device)
+        elif tok_arg in VQ_CONFIGS:
+            torch.manual_seed(args.seed)
+            tokenizer, untrained = create_tokenizer(tok_arg).to(device).eval(), True
+        else:
+            raise SystemExit(f"error: --tokenizer {tok_arg!r} is neither a directory nor a registered "
+                             f"tokenizer ({', '.join(VQ_CONFIGS)})")
+    if tokenizer is None:
+        raise SystemExit("error: this model directory has no tokenizer/; pass --tokenizer DIR")
+    if generator is None:  # a registered size with random weights, shaped to fit the tokenizer
+        grid = tokenizer.config.image_size // tokenizer.downsample
+        torch.manual_seed(args.seed)
+        generator = create_model(args.model, vocab_size=tokenizer.codebook_size, num_tokens=grid * grid)
+        generator = generator.to(device).eval()
+    return generator, tokenizer, untrained
+
+
+def _parse_classes(text: str | None, num_classes: int) -> list[int]:
+    if text is None:
+        return list(range(num_classes))
+    try:
+        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise SystemExit(f"error: --classes must be comma-separated integers, got {text!r}") from None
+    bad = [i for i in ids if not 0 <= i < num_classes]
+    if bad or not ids:
+        raise SystemExit(f"error: class id(s) {bad or text!r} out of range: this model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return ids
+
+
+def cmd_sample(args) -> None:
+    from tqdm.auto import tqdm
+
+    from .images import add_banner, make_grid, save_image, save_npz, to_uint8
+    from .sample.logits import check_sampling_args
+    from .sample.pipeline import check_pair, sample_images
+
+    try:
+        check_sampling_args(args.cfg, args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.per_class < 1 or args.batch_size < 1:
+        raise SystemExit("error: --per-class and --batch-size must be >= 1")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    generator, tokenizer, untrained = _resolve(args, device)
+    check_pair(generator, tokenizer)
+    classes = _parse_classes(args.classes, generator.config.num_classes)
+    labels = torch.tensor([c for c in classes for _ in range(args.per_class)], device=device)
+
+    rng = torch.Generator(device=device).manual_seed(args.seed)
+    t0 = time.time()
+    images, chunks = [], labels.split(args.batch_size)
+    for chunk in tqdm(chunks, desc="sampling", unit="batch", disable=len(chunks) == 1 and not args.progress):
+        imgs, _ = sample_images(generator, tokenizer, chunk, cfg_scale=args.cfg, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, rng=rng, progress=args.progress)
+        images.append(imgs.cpu())
+    arr = to_uint8(torch.cat(images))
+    dt = time.time() - t0
+
+    grid = make_grid(arr, nrow=args.nrow or args.per_class if args.per_class > 1 else None, scale=args.scale)
+    if untrained:
+        grid = add_banner(grid, UNTRAINED_NOTE if grid.width > 600 else "UNTRAINED: random weights")
+        print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
+    out = save_image(grid, args.out)
+    print(f"wrote {out} ({len(arr)} images, classes {classes}, cfg {args.cfg}, {dt:.1f} s on {device})")
+    if args.npz:
+        print(f"wrote {save_npz(args.npz, arr, labels.cpu().numpy())} (uint8 NHWC arr_0 + labels)")
+
+
+# ------------------------------------------------------------------------------------------- convert
+def cmd_convert(args) -> None:
+    from .checkpoint import save_model, save_tokenizer
+    from .convert import load_official_aim
+    from .convert.llamagen_vq import load_official_llamagen_vq
+    from .io import read_json
+
+    config = read_json(args.config) if args.config else None
+    if args.family == "aim":
+        model, tokenizer = load_official_aim(args.weights, config)
+        out = save_model(model, args.out, tokenizer=tokenizer, extra={"source": str(args.weights)})
+        print(f"wrote {out} (AiM {sum(p.numel() for p in model.parameters()):,} params"
+              f"{', with its tokenizer' if tokenizer is not None else ''})")
+    elif args.family == "llamagen_vq":
+        tok = load_official_llamagen_vq(args.weights, config)
+        print(f"wrote {save_tokenizer(tok, args.out, extra={'source': str(args.weights)})}")
+
+
+# ------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mambagen", description="Class-conditional autoregressive image generation "
+                                "with Mamba (AiM) and its baselines.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="registered models with parameter counts, tokenizers, kernels")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("sample", help="sample a PNG grid (and optionally an .npz) of class-conditional images",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Sample images. --model is a checkpoint directory (ours; `mambagen convert` "
+                       "makes one from official weights) or a registered name, which is built with RANDOM weights "
+                       "(useful to check the pipeline; the grid is labelled untrained).")
+    s.add_argument("--model", default="aim-tiny", help="checkpoint directory or registered model name")
+    s.add_argument("--tokenizer", default=None, help="tokenizer directory or registered tokenizer name "
+                   "(default: the checkpoint's own; vq-tiny for a registered model)")
+    s.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
+    s.add_argument("--per-class", type=int, default=4, help="images per class")
+    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    s.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (sampling, and weights of registered models)")
+    s.add_argument("--batch-size", type=int, default=32, help="images sampled at once")
+    s.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    s.add_argument("--out", default="samples.png", help="output grid (.png/.jpg/.webp)")
+    s.add_argument("--npz", default=None, help="also write the images as uint8 NHWC .npz (arr_0, labels)")
+    s.add_argument("--nrow", type=int, default=None, help="images per grid row (default: per-class)")
+    s.add_argument("--scale", type=int, default=2, help="upscale the grid by this integer factor")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.add_argument("--progress", action="store_true", help="show a per-token progress bar")
+    s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("convert", help="official checkpoint -> our checkpoint directory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Convert official weights (read without unpickling code) to a mambagen "
+                       "directory. aim: the HF directory of hp-l33/aim-* (config.json + model.safetensors; the "
+                       "tokenizer inside is converted too) or a state dict + --config. llamagen_vq: vq_ds16_c2i.pt.")
+    s.add_argument("family", choices=["aim", "llamagen_vq"])
+    s.add_argument("weights", help="official file or directory")
+    s.add_argument("out", help="output directory")
+    s.add_argument("--config", default=None, help="official config as JSON (MambaConfig / ModelArgs fields)")
+    s.set_defaults(fn=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (CheckpointError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
