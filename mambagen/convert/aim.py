@@ -103,3 +103,30 @@ def convert_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
         raise CheckpointError("lm_head.weight differs from the token embedding, but AiM ties them")
     out["head.weight"] = out["tok_emb.weight"]
     return out
+
+
+def export_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our AiM keys -> official `MambaLMHeadModel` keys (inverse of `convert_aim_state_dict`)."""
+    inverse = [
+        (r"tok_emb\.weight", "backbone.embeddings.word_embeddings.weight"),
+        (r"pos_emb\.weight", "backbone.embeddings.position_embeddings.weight"),
+        (r"class_emb\.weight", "backbone.cls_embed.embedding_table.weight"),
+        (r"ada_group\.proj\.(weight|bias)", r"backbone.adaln_group.1.\1"),
+        (r"blocks\.(\d+)\.norm\.weight", r"backbone.layers.\1.norm.weight"),
+        (r"blocks\.(\d+)\.mixer\.(.+)", r"backbone.layers.\1.mixer.\2"),
+        (r"blocks\.(\d+)\.ada_lin\.(weight|bias)", r"backbone.layers.\1.adaLN_modulation.1.\2"),
+        (r"blocks\.(\d+)\.ada_table", r"backbone.layers.\1.scale_shift_table"),
+        (r"norm_f\.weight", "backbone.norm_f.weight"),
+        (r"final_norm\.weight", "backbone.final_layer.norm_final.weight"),
+        (r"final_ada_lin\.(weight|bias)", r"backbone.final_layer.adaLN_modulation.1.\1"),
+        (r"head\.weight", "lm_head.weight"),
+    ]
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in inverse:
+            if re.fullmatch(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            raise CheckpointError(f"cannot export key {key!r} to the official AiM layout")
+    return out
