@@ -121,7 +121,7 @@ def cmd_sample(args) -> None:
     arr = to_uint8(torch.cat(images))
     dt = time.time() - t0
 
-    grid = make_grid(arr, nrow=args.nrow or args.per_class if args.per_class > 1 else None, scale=args.scale)
+    grid = make_grid(arr, nrow=args.nrow or (args.per_class if args.per_class > 1 else None), scale=args.scale)
     if untrained:
         grid = add_banner(grid, UNTRAINED_NOTE if grid.width > 600 else "UNTRAINED: random weights")
         print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)

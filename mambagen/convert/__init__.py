@@ -30,12 +30,14 @@ def _read_state(weights: Any) -> tuple[dict[str, torch.Tensor], dict | None]:
     return unwrap_state_dict(load_weights(path)), None
 
 
-def load_official_aim(weights: Any, official_config: dict | None = None):
+def load_official_aim(weights: Any, official_config: dict | None = None, vq_config: dict | None = None,
+                      vq_arch_overrides: dict | None = None):
     """Official AiM weights -> (AiM, VQModel or None).
 
     Accepts the HF directory (config.json + model.safetensors with `mamba.`/`vqvae.`
     keys), a Trainer `pytorch_model.bin`, or a bare `MambaLMHeadModel` state dict
-    with its `MambaConfig` dict. The tokenizer is returned when the file holds one.
+    with its `MambaConfig` dict. The tokenizer (official VQ-f16 unless `vq_config`, in
+    LlamaGen `ModelArgs` fields, says otherwise) is returned when the file holds one.
     """
     from ..models.aim import AiM
     from .aim import aim_config_from_official, convert_aim_state_dict, split_aim_release
@@ -51,7 +53,7 @@ def load_official_aim(weights: Any, official_config: dict | None = None):
     tokenizer = None
     if vq_state:
         from .llamagen_vq import load_official_llamagen_vq
-        tokenizer = load_official_llamagen_vq(vq_state)
+        tokenizer = load_official_llamagen_vq(vq_state, vq_config, vq_arch_overrides)
     return model.eval(), tokenizer
 
 

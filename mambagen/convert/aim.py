@@ -21,21 +21,42 @@ MAMBA2_OPTIONS = {"D_has_hdim", "rmsnorm", "norm_before_gate", "dt_limit", "bias
 MAMBA2_IGNORED = {"conv_init", "use_mem_eff_path", "layer_idx", "process_group", "sequence_parallel",
                   "device", "dtype"}
 
-# official key pattern -> our key
-_RENAMES = [
-    (r"backbone\.embeddings\.word_embeddings\.weight", "tok_emb.weight"),
-    (r"backbone\.embeddings\.position_embeddings\.weight", "pos_emb.weight"),
-    (r"backbone\.cls_embed\.embedding_table\.weight", "class_emb.weight"),
-    (r"backbone\.adaln_group\.1\.(weight|bias)", r"ada_group.proj.\1"),
-    (r"backbone\.layers\.(\d+)\.norm\.weight", r"blocks.\1.norm.weight"),
-    (r"backbone\.layers\.(\d+)\.mixer\.(.+)", r"blocks.\1.mixer.\2"),
-    (r"backbone\.layers\.(\d+)\.adaLN_modulation\.1\.(weight|bias)", r"blocks.\1.ada_lin.\2"),
-    (r"backbone\.layers\.(\d+)\.scale_shift_table", r"blocks.\1.ada_table"),
-    (r"backbone\.norm_f\.weight", "norm_f.weight"),
-    (r"backbone\.final_layer\.norm_final\.weight", "final_norm.weight"),
-    (r"backbone\.final_layer\.adaLN_modulation\.1\.(weight|bias)", r"final_ada_lin.\1"),
-    (r"lm_head\.weight", "head.weight"),
+# official key <-> our key; {i} a layer index, {wb} weight or bias, {rest} anything
+KEY_MAP = [
+    ("backbone.embeddings.word_embeddings.weight", "tok_emb.weight"),
+    ("backbone.embeddings.position_embeddings.weight", "pos_emb.weight"),
+    ("backbone.cls_embed.embedding_table.weight", "class_emb.weight"),
+    ("backbone.adaln_group.1.{wb}", "ada_group.proj.{wb}"),
+    ("backbone.layers.{i}.norm.weight", "blocks.{i}.norm.weight"),
+    ("backbone.layers.{i}.mixer.{rest}", "blocks.{i}.mixer.{rest}"),
+    ("backbone.layers.{i}.adaLN_modulation.1.{wb}", "blocks.{i}.ada_lin.{wb}"),
+    ("backbone.layers.{i}.scale_shift_table", "blocks.{i}.ada_table"),
+    ("backbone.norm_f.weight", "norm_f.weight"),
+    ("backbone.final_layer.norm_final.weight", "final_norm.weight"),
+    ("backbone.final_layer.adaLN_modulation.1.{wb}", "final_ada_lin.{wb}"),
+    ("lm_head.weight", "head.weight"),
 ]
+_FIELDS = {"i": r"\d+", "wb": "weight|bias", "rest": ".+"}
+
+
+def _pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
+    return re.compile("".join(re.escape(p) if k % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for k, p in enumerate(parts)))
+
+
+def rename_keys(state: dict, key_map, reverse: bool = False) -> tuple[dict, list[str]]:
+    """Rename every key by the first matching template pair; returns (renamed, unmatched keys)."""
+    pairs = [(_pattern(b), a) if reverse else (_pattern(a), b) for a, b in key_map]
+    out, unmatched = {}, []
+    for key, value in state.items():
+        for pattern, target in pairs:
+            m = pattern.fullmatch(key)
+            if m:
+                out[target.format(**m.groupdict())] = value
+                break
+        else:
+            unmatched.append(key)
+    return out, unmatched
 
 
 def aim_config_from_official(official: dict) -> AiMConfig:
@@ -86,14 +107,7 @@ def split_aim_release(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 
 def convert_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official keys to ours; re-tie the head when only the embedding was stored."""
-    out, unknown = {}, []
-    for key, value in state.items():
-        for pattern, repl in _RENAMES:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-                break
-        else:
-            unknown.append(key)
+    out, unknown = rename_keys(state, KEY_MAP)
     if unknown:
         raise CheckpointError(f"not an official AiM state dict: unrecognised keys {unknown[:8]}"
                               f"{' ...' if len(unknown) > 8 else ''}")
@@ -107,26 +121,7 @@ def convert_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 def export_aim_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our AiM keys -> official `MambaLMHeadModel` keys (inverse of `convert_aim_state_dict`)."""
-    inverse = [
-        (r"tok_emb\.weight", "backbone.embeddings.word_embeddings.weight"),
-        (r"pos_emb\.weight", "backbone.embeddings.position_embeddings.weight"),
-        (r"class_emb\.weight", "backbone.cls_embed.embedding_table.weight"),
-        (r"ada_group\.proj\.(weight|bias)", r"backbone.adaln_group.1.\1"),
-        (r"blocks\.(\d+)\.norm\.weight", r"backbone.layers.\1.norm.weight"),
-        (r"blocks\.(\d+)\.mixer\.(.+)", r"backbone.layers.\1.mixer.\2"),
-        (r"blocks\.(\d+)\.ada_lin\.(weight|bias)", r"backbone.layers.\1.adaLN_modulation.1.\2"),
-        (r"blocks\.(\d+)\.ada_table", r"backbone.layers.\1.scale_shift_table"),
-        (r"norm_f\.weight", "backbone.norm_f.weight"),
-        (r"final_norm\.weight", "backbone.final_layer.norm_final.weight"),
-        (r"final_ada_lin\.(weight|bias)", r"backbone.final_layer.adaLN_modulation.1.\1"),
-        (r"head\.weight", "lm_head.weight"),
-    ]
-    out = {}
-    for key, value in state.items():
-        for pattern, repl in inverse:
-            if re.fullmatch(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-                break
-        else:
-            raise CheckpointError(f"cannot export key {key!r} to the official AiM layout")
+    out, unknown = rename_keys(state, KEY_MAP, reverse=True)
+    if unknown:
+        raise CheckpointError(f"cannot export keys {unknown[:8]} to the official AiM layout")
     return out
