@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import torch
 
 from .io import CheckpointError
+
+SUBCOMMAND_MODULES: list[str] = []
 
 UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
 
@@ -194,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output directory")
     s.add_argument("--config", default=None, help="official config as JSON (MambaConfig / ModelArgs fields)")
     s.set_defaults(fn=cmd_convert)
+
+    # subcommands defined next to the code they drive: each module has add_cli(subparsers)
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_cli(sub)
     return p
 
 
