@@ -54,12 +54,16 @@ def save_tokenizer(tokenizer: nn.Module, path: str | os.PathLike, extra: dict | 
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, tokenizer: nn.Module | None = None,
-               ema: dict[str, torch.Tensor] | None = None, extra: dict | None = None) -> Path:
-    """Write a generator (and optionally its tokenizer: a pipeline) to `path`."""
+               ema: dict[str, torch.Tensor] | None = None, extra: dict | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a generator (and optionally its tokenizer: a pipeline) to `path`.
+
+    `state` replaces `model.state_dict()` (e.g. a full state dict gathered from FSDP shards).
+    """
     path = Path(path)
     if tokenizer is not None:
         save_tokenizer(tokenizer, path / "tokenizer")
-    save_safetensors(path / "model.safetensors", model.state_dict())
+    save_safetensors(path / "model.safetensors", model.state_dict() if state is None else state)
     if ema is not None:
         save_safetensors(path / "ema.safetensors", ema)
     write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "generator",

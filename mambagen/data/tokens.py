@@ -1,0 +1,141 @@
+"""Pre-tokenized datasets: encode images once, train the generator on token ids.
+
+    out_dir/
+      meta.json                  counts, grid, vocabulary, classes, tokenizer config, shard list
+      shard_00000.safetensors    tokens (n, V, N) int16/int32 (V = 2 with flip: [original, flipped]),
+                                 labels (n,) int64
+
+Stage 2 then never runs the tokenizer's encoder. With flip augmentation both
+versions are stored and `TokenDataset` picks one per (seed, epoch, index).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..io import CheckpointError, load_safetensors, read_json, save_safetensors, write_json
+
+FORMAT = "mambagen-tokens"
+
+
+def _index_dtype(vocab: int) -> torch.dtype:
+    return torch.int16 if vocab <= 32767 else torch.int32
+
+
+@torch.no_grad()
+def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_size: int = 64, flip: bool = False,
+                     shard_size: int = 65536, device="cpu", num_workers: int = 0, progress: bool = True) -> Path:
+    """Encode every image of `dataset` ((image in [-1, 1], label) items) into token shards."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer.to(device).eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    dtype = _index_dtype(tokenizer.codebook_size)
+    shards, buf_tok, buf_lab, n_total, grid, max_label = [], [], [], 0, None, -1
+
+    def flush():
+        nonlocal buf_tok, buf_lab
+        if not buf_tok:
+            return
+        name = f"shard_{len(shards):05d}.safetensors"
+        tok, lab = torch.cat(buf_tok), torch.cat(buf_lab)
+        save_safetensors(out / name, {"tokens": tok, "labels": lab})
+        shards.append({"file": name, "count": len(lab)})
+        buf_tok, buf_lab = [], []
+
+    for images, labels in tqdm(loader, desc="tokenizing", unit="batch", disable=not progress):
+        images = images.to(device)
+        views = [images, images.flip(-1)] if flip else [images]
+        ids = torch.stack([tokenizer.encode(v) for v in views], dim=1)   # (b, V, N)
+        if grid is None:
+            grid = tokenizer.grid_size(tuple(images.shape[-2:]))
+        buf_tok.append(ids.to(dtype).cpu())
+        buf_lab.append(torch.as_tensor(labels, dtype=torch.long))
+        n_total += len(labels)
+        max_label = max(max_label, int(buf_lab[-1].max()))
+        if sum(len(b) for b in buf_lab) >= shard_size:
+            flush()
+    flush()
+    if n_total == 0:
+        raise ValueError("the dataset is empty: nothing to tokenize")
+    classes = list(getattr(dataset, "classes", []))
+    write_json(out / "meta.json", {
+        "format": FORMAT, "num_samples": n_total, "num_tokens": grid[0] * grid[1], "grid": list(grid),
+        "vocab_size": tokenizer.codebook_size, "num_classes": len(classes) or max_label + 1,
+        "classes": classes, "flip": flip, "shards": shards, "tokenizer_config": tokenizer.config.to_dict()})
+    return out
+
+
+class TokenDataset:
+    """All shards in memory (ImageNet at 256 px: 1.28M x 2 x 256 int16 = 1.3 GB).
+
+    `batch(indices, epoch, seed)` returns (tokens (b, N) int64, labels (b,)): with
+    flip data the view is drawn from (seed, epoch, index), so resuming is exact.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        root = Path(root)
+        if not (root / "meta.json").exists():
+            raise CheckpointError(f"{root}: no meta.json - not a token dataset (make one with `mambagen tokenize`)")
+        self.meta = meta = read_json(root / "meta.json")
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{root}/meta.json is not a mambagen token dataset")
+        parts = [load_safetensors(root / s["file"]) for s in meta["shards"]]
+        self.tokens = torch.cat([p["tokens"] for p in parts])          # (n, V, N)
+        self.labels = torch.cat([p["labels"] for p in parts])          # (n,)
+        if len(self.labels) != meta["num_samples"]:
+            raise CheckpointError(f"{root}: shards hold {len(self.labels)} samples, meta.json says {meta['num_samples']}")
+        self.num_tokens, self.vocab_size = meta["num_tokens"], meta["vocab_size"]
+        self.num_classes, self.classes = meta["num_classes"], meta.get("classes", [])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: torch.Tensor, epoch: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        views = self.tokens.shape[1]
+        if views == 1:
+            view = torch.zeros(len(indices), dtype=torch.long)
+        else:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            view = torch.randint(views, (len(self),), generator=g)[indices]
+        return self.tokens[indices, view].long(), self.labels[indices]
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tokenize", help="encode an image folder once into token shards for generator training",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Encode every image of an ImageFolder (one sub-folder per class) with a trained tokenizer "
+                    "into compact shards of token ids + labels, so generator training never runs the encoder.")
+    p.add_argument("--data", required=True, help="image folder (class per sub-folder), e.g. emoji64/train")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory (e.g. runs/vq/tokenizer)")
+    p.add_argument("--out", required=True, help="output directory for the shards")
+    p.add_argument("--image-size", type=int, default=None, help="resize/crop size (default: the tokenizer's)")
+    p.add_argument("--flip", action="store_true", help="also store the horizontally flipped version of each image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.set_defaults(fn=_cmd_tokenize)
+
+
+def _cmd_tokenize(args) -> None:
+    from ..checkpoint import load_tokenizer
+    from .folder import ImageFolder
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok = load_tokenizer(args.tokenizer, device)
+    size = args.image_size or tok.config.image_size
+    ds = ImageFolder(args.data, size)
+    out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip,
+                           shard_size=args.shard_size, device=device, num_workers=args.num_workers)
+    meta = read_json(out / "meta.json")
+    print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
+          f"tokens ({len(meta['shards'])} shard(s)) to {out}")
+    report = ds.skipped_report() if hasattr(ds, "skipped_report") else None
+    if report and report.get("skipped"):
+        print(f"skipped unreadable images: {report}")

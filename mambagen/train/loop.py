@@ -1,0 +1,316 @@
+"""Stage 2: train a generator on pre-tokenized data, from one CPU to many GPUs (`torchrun`).
+
+One readable function, `train(cfg)`. Data order, label dropout and dropout are
+functions of (seed, step, rank), and the learning rate a function of the step, so
+a checkpoint of {model, EMA, optimizer, step, RNG states, config} resumes exactly.
+Any family plugs in: a model is called as `logits, loss = model(tokens, labels)`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_model, load_tokenizer, save_model
+from ..data.tokens import TokenDataset
+from ..io import CheckpointError, atomic_path, load_safetensors, load_torch_file, write_json
+from ..layers.embed import drop_labels
+from ..models.registry import create_model, get_spec
+from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
+                   unwrap, wrap_model)
+from .logging import RunLogger
+from .optim import lr_at, make_optimizer, scaled_lr
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainConfig:
+    data: str                           # token dataset (mambagen tokenize)
+    out: str                            # run directory
+    model: str = "aim-small"            # registered name, or a checkpoint directory to start from
+    model_overrides: dict = field(default_factory=dict)
+    val_data: str | None = None         # token dataset for held-out bits/token
+    tokenizer: str | None = None        # tokenizer directory: sample grids, and shipped with the final model
+    steps: int = 1000                   # optimizer steps
+    batch_size: int = 64                # global batch per optimizer step (all ranks, all micro-batches)
+    grad_accum: int = 1
+    lr: float = 1e-4                    # per 256 images; scaled linearly with batch_size
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema: float = 0.0                    # EMA decay, 0 = off
+    class_dropout: float | None = None  # default: the model config's
+    precision: str = "auto"             # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
+    strategy: str = "ddp"               # ddp or fsdp (for several processes)
+    ckpt_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    eval_every: int = 500
+    sample_cfg: float = 2.0
+    seed: int = 0
+    device: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "log_every", "eval_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _batch_indices(step: int, n: int, batch: int, seed: int) -> tuple[int, torch.Tensor]:
+    """(epoch, global batch indices) of an optimizer step: a fresh permutation per epoch, drop last."""
+    per_epoch = n // batch
+    if per_epoch == 0:
+        raise ValueError(f"batch_size {batch} is larger than the dataset ({n} samples)")
+    epoch, offset = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return epoch, perm[offset * batch:(offset + 1) * batch]
+
+
+def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
+    return ((seed * 1_000_003 + step) * 4099 + rank) * 131 + micro
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """Complete training checkpoints, oldest first (train_state.pt is written last)."""
+    return sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "train_state.pt").exists())
+
+
+def _make_model(cfg: TrainConfig, data: TokenDataset):
+    if Path(cfg.model).is_dir():
+        return load_model(cfg.model).train()
+    get_spec(cfg.model)  # clear error for an unknown name
+    shape = dict(vocab_size=data.vocab_size, num_tokens=data.num_tokens, num_classes=data.num_classes)
+    return create_model(cfg.model, **{**shape, **cfg.model_overrides})
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t   # FSDP shards -> whole tensor
+
+
+@torch.no_grad()
+def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast) -> float:
+    """Mean cross-entropy of the held-out split, in bits per token (no label dropout)."""
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64, device=info.device), 0
+    # every rank runs the same number of batches (FSDP gathers weights in each forward):
+    # the last len % world samples are left out
+    idx = torch.arange(info.rank, len(data) - len(data) % info.world, info.world)
+    for chunk in idx.split(batch):
+        tokens, labels = data.batch(chunk)
+        with autocast:
+            _, loss = model(tokens.to(info.device), labels.to(info.device))
+        total += loss.double() * len(chunk)
+        count += len(chunk)
+    stats = all_reduce_mean(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=info.device)]), info)
+    model.train()
+    return (stats[0] / stats[1]).item() / math.log(2)
+
+
+@torch.no_grad()
+def sample_grid(model, tokenizer, num_classes: int, path: Path, cfg_scale: float, seed: int) -> None:
+    from ..images import make_grid, save_image, to_uint8
+    from ..sample.pipeline import sample_images
+    was_training = model.training
+    model.eval()
+    per = 4
+    labels = torch.arange(num_classes, device=next(model.parameters()).device).repeat_interleave(per)[: 16 * per]
+    rng = torch.Generator(device=labels.device).manual_seed(seed)
+    images, _ = sample_images(model, tokenizer, labels, cfg_scale=cfg_scale, top_k=0, rng=rng)
+    save_image(make_grid(to_uint8(images), nrow=per, scale=2), path)
+    model.train(was_training)
+
+
+# ----------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig) -> Path:
+    """Train; returns the final model directory (out/final, a pipeline when a tokenizer is given)."""
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info)
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: TrainConfig, info) -> Path:
+    out = Path(cfg.out)
+    data = TokenDataset(cfg.data)
+    val = TokenDataset(cfg.val_data) if cfg.val_data else None
+    micro = cfg.batch_size // (info.world * cfg.grad_accum)
+    if micro * info.world * cfg.grad_accum != cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {info.world} x "
+                         f"grad_accum {cfg.grad_accum}")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    # 1. model, optimizer, EMA (identical init on every rank)
+    torch.manual_seed(cfg.seed)
+    raw = _make_model(cfg, data).to(info.device)
+    mcfg = raw.config
+    if (mcfg.vocab_size, mcfg.num_tokens) != (data.vocab_size, data.num_tokens) or mcfg.num_classes < data.num_classes:
+        raise ValueError(f"model (vocab {mcfg.vocab_size}, {mcfg.num_tokens} tokens, {mcfg.num_classes} classes) "
+                         f"does not fit the data (vocab {data.vocab_size}, {data.num_tokens} tokens, "
+                         f"{data.num_classes} classes)")
+    p_drop = mcfg.class_dropout if cfg.class_dropout is None else cfg.class_dropout
+    model = wrap_model(raw, info, cfg.strategy)
+    peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
+    opt = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay)
+    ema = {k: _full(v).detach().float().clone() for k, v in unwrap(model).state_dict().items()} if cfg.ema else None
+    tokenizer = load_tokenizer(cfg.tokenizer, info.device) if cfg.tokenizer else None
+
+    # 2. resume
+    step = 0
+    ckpts = _checkpoints(out)
+    if cfg.resume and ckpts:
+        last = ckpts[-1]
+        state = load_torch_file(last / "train_state.pt")
+        load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"], cfg.strategy)
+        if ema is not None and (last / "ema.safetensors").exists():
+            ema = load_safetensors(last / "ema.safetensors")
+        step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if info.main:
+            print(f"resumed from {last} at step {step}")
+    elif cfg.resume and info.main:
+        print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    logger = RunLogger(out, enabled=info.main)
+    logger.truncate_after(step)
+    if info.main:
+        write_json(out / "train_config.json", {**asdict(cfg), "world_size": info.world})
+
+    def save_checkpoint(at: int) -> None:
+        model_state, optim_state = full_state_dicts(model, opt, cfg.strategy)
+        if info.main:
+            d = out / "checkpoints" / f"step_{at:08d}"
+            save_model(unwrap(model), d, ema=ema, state={k: _full(v) for k, v in model_state.items()},
+                       extra={"step": at})
+            with atomic_path(d / "train_state.pt") as tmp:   # last: marks the checkpoint complete
+                torch.save({"step": at, "optimizer": optim_state, "config": asdict(cfg), "world_size": info.world,
+                            "rng": {"torch": torch.get_rng_state()}}, tmp)
+            for old in _checkpoints(out)[:-cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier(info)
+
+    # 3. the loop
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (info.main and cfg.progress))
+    t_last, tokens_seen = time.time(), 0
+    while step < cfg.steps:
+        epoch, idx = _batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+        mine = idx[info.rank * micro * cfg.grad_accum:(info.rank + 1) * micro * cfg.grad_accum]
+        torch.manual_seed(_step_seed(cfg.seed, step, info.rank))       # dropout: a function of (step, rank)
+        loss_sum = torch.zeros((), device=info.device)
+        for m, chunk in enumerate(mine.split(micro)):
+            tokens, labels = data.batch(chunk, epoch, cfg.seed)
+            g = torch.Generator().manual_seed(_step_seed(cfg.seed, step, info.rank, m + 1))
+            labels = drop_labels(labels, p_drop, mcfg.num_classes, generator=g)
+            sync = m == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
+            with (nullcontext() if sync else model.no_sync()), autocast:
+                _, loss = model(tokens.to(info.device), labels.to(info.device))
+            (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach() / cfg.grad_accum
+        loss_avg = all_reduce_mean(loss_sum, info)
+        if not torch.isfinite(loss_avg):
+            bar.close()
+            last = _checkpoints(out)[-1] if _checkpoints(out) else None
+            raise TrainingDiverged(f"loss is {loss_avg.item()} at step {step}: stopping. The last good checkpoint "
+                                   f"is {last or 'none (none written yet)'}; lower the lr or check the data.")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in unwrap(model).state_dict().items():
+                    if v.is_floating_point():
+                        ema[k].lerp_(_full(v).float(), 1 - cfg.ema)
+        step += 1
+        tokens_seen += cfg.batch_size * data.num_tokens
+        bar.update(1)
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.time() - t_last
+            loss_v = loss_avg.item()
+            logger.log(step, "train", loss=loss_v, bits_per_token=loss_v / math.log(2), lr=lr,
+                       grad_norm=float(grad_norm), tokens_per_s=tokens_seen / max(dt, 1e-9))
+            bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{lr:.2e}")
+            t_last, tokens_seen = time.time(), 0
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            bpt = evaluate_bits_per_token(model, val, micro, info, autocast)
+            logger.log(step, "val", bits_per_token=bpt)
+            if info.main:
+                bar.write(f"step {step}: val {bpt:.4f} bits/token")
+        if tokenizer is not None and info.main and cfg.strategy != "fsdp" and (step % cfg.eval_every == 0 or step == cfg.steps):
+            sample_grid(unwrap(model), tokenizer, mcfg.num_classes, out / f"samples_{step:08d}.png", cfg.sample_cfg, cfg.seed)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save_checkpoint(step)
+    bar.close()
+
+    # 4. the final model: weights (+ EMA) (+ tokenizer) as one loadable directory
+    final = out / "final"
+    if info.main:
+        last = _checkpoints(out)[-1]
+        save_model(unwrap(model), final, tokenizer=tokenizer, ema=ema,
+                   state=load_safetensors(last / "model.safetensors"), extra={"step": step, "run": str(out)})
+        logger.plot()
+        logger.close()
+    barrier(info)
+    return final
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a generator on token shards (single process or torchrun)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Stage 2: train a generator on token shards made by `mambagen tokenize`. Multi-GPU: "
+                    "torchrun --nproc-per-node 8 -m mambagen train ... (DDP; --strategy fsdp for large sizes).")
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    p.add_argument("--data", required=True, help="token dataset directory (train split)")
+    p.add_argument("--out", required=True, help="run directory (logs, checkpoints, samples, final/)")
+    p.add_argument("--model", default=defaults["model"], help="registered model name or checkpoint directory")
+    p.add_argument("--model-overrides", default="{}", help="JSON dict of config overrides, e.g. '{\"n_layer\": 8}'")
+    p.add_argument("--val-data", default=None, help="token dataset for held-out bits/token")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (sample grids; shipped with final/)")
+    for name in ("steps", "batch_size", "grad_accum", "warmup", "ckpt_every", "keep_last", "log_every",
+                 "eval_every", "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
+    for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema", "sample_cfg"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name])
+    p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (default: model's)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(fn=_cmd_train)
+
+
+def _cmd_train(args) -> None:
+    try:
+        overrides = json.loads(args.model_overrides)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-overrides is not valid JSON: {e}") from None
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    final = train(TrainConfig(**{**values, "model_overrides": overrides}))
+    print(f"final model: {final}")
