@@ -111,9 +111,13 @@ class AiMBlock(nn.Module):
             return self.ada_lin(F.silu(c)).unflatten(-1, (3, -1))
         return self.ada_table + group
 
-    def forward(self, x, mod, cache: Mamba2Cache | None = None):
-        """x (B, L, D) float32 residual stream; mod (B, 3, D)."""
-        shift, scale, gate = mod[:, None].unbind(2)                  # (B, 1, D) each
+    def forward(self, x, c, group=None, cache: Mamba2Cache | None = None):
+        """x (B, L, D) float32 residual stream; c (B, D) class embedding; group (B, 3, D) or None.
+
+        The modulation is computed here, inside the block, so that a sharded (FSDP) block
+        has its parameters gathered when they are read.
+        """
+        shift, scale, gate = self.modulation(c, group)[:, None].unbind(2)   # (B, 1, D) each
         h = modulate(self.norm(x), shift, scale)
         return x + self.dropout(gate * self.mixer(h.to(self.mixer.in_proj.weight.dtype), cache)).float()
 
@@ -206,12 +210,13 @@ class AiM(nn.Module):
         B, N = codes.shape
         if N != self.config.num_tokens:
             raise ValueError(f"AiM expects {self.config.num_tokens} tokens per image, got {N}")
-        c, mods, final = self.condition(labels)
+        c = self.class_emb(labels)                                   # (B, D)
+        group = self.ada_group(c) if self.ada_group is not None else None   # (B, G, 3, D)
         x = torch.cat([c[:, None], self._embed_tokens(codes[:, :-1], 0)], dim=1)  # (B, N, D)
         x = self.drop(x).float()
-        for blk, mod in zip(self.blocks, mods):
-            x = blk(x, mod)
-        logits = self._head(x, final)                                # (B, N, V)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, c, None if group is None else group[:, i % group.shape[1]])
+        logits = self._head(x, self.final_ada_lin(F.silu(c)).unflatten(-1, (2, -1)))  # (B, N, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
         return logits, loss
 
@@ -235,8 +240,9 @@ class AiM(nn.Module):
         if prefix is not None and prefix.shape[1] > 0:
             x = torch.cat([x, self._embed_tokens(prefix, self.config.sample_position_shift)], dim=1)
         x = x.float()
-        for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
-            x = blk(x, mod, lc)
+        group = self.ada_group(c) if self.ada_group is not None else None
+        for i, (blk, lc) in enumerate(zip(self.blocks, cache.layers)):
+            x = blk(x, c, None if group is None else group[:, i % group.shape[1]], lc)
         return self._head(x[:, -1], cache.final)
 
     def step(self, tokens: torch.Tensor, cache: AiMCache, index: int) -> torch.Tensor:

@@ -63,22 +63,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def full_state_dicts(model: nn.Module, optimizer, strategy: str):
-    """(model state, optimizer state) as full, unsharded CPU dicts (FSDP gathers; others as they are)."""
-    if strategy == "fsdp" and dist.is_initialized():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-        return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return unwrap(model).state_dict(), optimizer.state_dict()
+def full_state_dicts(model: nn.Module, optimizer):
+    """(model state, optimizer state) as full, unsharded CPU dicts keyed by parameter names.
+
+    The same layout whatever the strategy (single process, DDP, FSDP), so a checkpoint
+    written by 8 FSDP ranks resumes on one GPU and the other way round.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    return get_state_dict(unwrap(model), optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_full_state_dicts(model: nn.Module, optimizer, model_state, optim_state, strategy: str) -> None:
-    if strategy == "fsdp" and dist.is_initialized():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                       options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
-        return
-    unwrap(model).load_state_dict(model_state)
-    optimizer.load_state_dict(optim_state)
+def load_full_state_dicts(model: nn.Module, optimizer, model_state, optim_state) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    set_state_dict(unwrap(model), optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=StateDictOptions(full_state_dict=True))
 
 
 def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

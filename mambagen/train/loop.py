@@ -181,7 +181,7 @@ def _train(cfg: TrainConfig, info) -> Path:
     if cfg.resume and ckpts:
         last = ckpts[-1]
         state = load_torch_file(last / "train_state.pt")
-        load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"], cfg.strategy)
+        load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"])
         if ema is not None and (last / "ema.safetensors").exists():
             ema = load_safetensors(last / "ema.safetensors")
         step = state["step"]
@@ -196,7 +196,7 @@ def _train(cfg: TrainConfig, info) -> Path:
         write_json(out / "train_config.json", {**asdict(cfg), "world_size": info.world})
 
     def save_checkpoint(at: int) -> None:
-        model_state, optim_state = full_state_dicts(model, opt, cfg.strategy)
+        model_state, optim_state = full_state_dicts(model, opt)
         if info.main:
             d = out / "checkpoints" / f"step_{at:08d}"
             save_model(unwrap(model), d, ema=ema, state={k: _full(v) for k, v in model_state.items()},
