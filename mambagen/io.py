@@ -61,8 +61,13 @@ def read_json(path: str | os.PathLike) -> dict:
 def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    # safetensors refuses shared storage: give every entry its own contiguous copy
-    flat = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    # safetensors refuses tensors that share storage (tied weights): copy all but the first of each
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().contiguous()
+        ptr = (v.device, v.untyped_storage().data_ptr())
+        flat[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
 
