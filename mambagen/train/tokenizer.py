@@ -1,0 +1,753 @@
+"""Stage-1 training: the VQ image tokenizer, and the `mambagen train-tokenizer` command.
+
+    mambagen train-tokenizer --data ROOT/train --val-data ROOT/val --out runs/vq \\
+        --tokenizer vq-f8-small --image-size 64 --batch-size 64 --steps 20000
+
+Loss (LlamaGen recipe): l2 * MSE + l1 * L1 reconstruction + the model's codebook / commitment (/ entropy)
+terms, + perceptual_weight * LPIPS when `--perceptual-weights FILE` is given, + gan_weight * hinge
+generator loss from `disc_start` on (PatchGAN discriminator trained alongside, see `gan.py`).
+
+Run directory `out/`:
+  log.csv, tb/, curves.png, train.log    scalars (RunLogger), training curves, text log
+  recon_<step>.png                       evaluation images: originals (top row) over reconstructions
+  checkpoints/step_<N>/                  tokenizer/ (a loadable tokenizer dir), train_state.pt (optimizers,
+                                         step, RNG states), discriminator.safetensors, ema.safetensors,
+                                         train_config.json; written to a temp dir and renamed (atomic);
+                                         the last `keep_last` are kept
+  tokenizer/ (tokenizer_ema/)            the final tokenizer, loadable with `mambagen.load_tokenizer`
+
+`--resume` continues from the latest checkpoint and reproduces the uninterrupted run exactly (data
+order, flips, RNG and optimizer states are all restored; with num_workers > 0 this holds as long as the
+dataset's randomness comes from `set_epoch`, as ImageFolder's does).
+
+Single process only: the tokenizer is small and trains fast on one GPU; generator training is the
+multi-GPU part. On CUDA the forward passes run under bfloat16 autocast; on CPU in float32.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoint import save_tokenizer
+from ..images import make_grid, save_image, to_uint8
+from ..io import (atomic_path, load_safetensors, load_state_dict_strict, load_torch_file,
+                  read_json, save_safetensors, write_json)
+from ..metrics import SSIM_WINDOW, codebook_usage, psnr, ssim
+from ..tokenizers.vq import VQ_CONFIGS, VQModel, create_tokenizer
+from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_lpips)
+from .logging import RunLogger
+
+log = logging.getLogger(__name__)
+
+# fields that must not change when resuming: they change the model or the data order
+RESUME_FIXED = ("tokenizer", "image_size", "batch_size", "seed")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradients became NaN/inf; nothing was written after the last good checkpoint."""
+
+
+# ============================================================================ configuration
+@dataclass
+class TokenizerTrainConfig:
+    data: str  # training images: root/<class>/<image>
+    out: str  # run directory
+    val_data: Optional[str] = None  # validation images (same layout); without it, a training subset is evaluated
+    tokenizer: str = "vq-f8-small"  # registered tokenizer config (mambagen.tokenizers.vq.VQ_CONFIGS)
+    image_size: int = 64
+    random_flip: bool = True  # horizontal flips of training images
+    # optimisation (AdamW; betas (0.5, 0.9) as LlamaGen's VQ training)
+    batch_size: int = 64
+    steps: int = 20000
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    warmup: int = 0  # linear warm-up steps
+    lr_schedule: str = "constant"  # after warm-up: constant, or cosine decay to 0 at `steps`
+    grad_clip: float = 1.0  # max gradient norm (0 = no clipping)
+    # loss weights; codebook/commitment/entropy weights come from the tokenizer config
+    l2_weight: float = 1.0
+    l1_weight: float = 0.0
+    perceptual_weights: Optional[str] = None  # LPIPS-VGG16 state dict file; None = no perceptual loss
+    perceptual_weight: float = 1.0
+    gan_weight: float = 0.0  # 0 = no GAN; 0.5 is typical
+    disc_start: int = 10000  # step at which the GAN terms (and discriminator training) start
+    disc_layers: int = 3
+    disc_channels: int = 64
+    disc_norm: str = "group"  # group (batch-size independent) or batch (as taming)
+    adaptive_gan_weight: bool = False  # scale the GAN term by taming's gradient-norm ratio
+    ema: float = 0.0  # EMA decay of the tokenizer weights (0 = off), e.g. 0.999
+    # bookkeeping
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_images: int = 1024  # images evaluated (evenly spaced over the split; 0 = all)
+    grid_images: int = 8  # images in each reconstruction grid
+    ckpt_every: int = 1000
+    keep_last: int = 3  # checkpoints kept
+    seed: int = 0
+    num_workers: int = 4
+    device: Optional[str] = None  # default: cuda if available
+    resume: bool = False
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.tokenizer not in VQ_CONFIGS:
+            raise ValueError(f"unknown tokenizer {self.tokenizer!r}; available: {sorted(VQ_CONFIGS)}")
+        for name in ("image_size", "batch_size", "steps", "log_every", "eval_every", "ckpt_every", "keep_last",
+                     "grid_images", "disc_layers", "disc_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "disc_start", "eval_images", "num_workers", "weight_decay", "grad_clip",
+                     "l1_weight", "l2_weight", "perceptual_weight", "gan_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.disc_norm not in ("group", "batch"):
+            raise ValueError(f"disc_norm must be 'group' or 'batch', got {self.disc_norm!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema decay must be in [0, 1), got {self.ema}")
+        if self.l1_weight == 0 and self.l2_weight == 0:
+            raise ValueError("l1_weight and l2_weight are both 0: there would be no reconstruction loss")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerTrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TokenizerTrainConfig field(s) {unknown}")
+        return cls(**d)
+
+
+# ============================================================================ small pieces
+def lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
+    """Learning rate for 0-based `step`: linear warm-up, then constant or cosine decay to 0."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float) -> torch.Tensor:
+    """l2 * MSE + l1 * L1 over all pixels (scalar, float32)."""
+    recon, target = recon.float(), target.float()
+    loss = recon.new_zeros(())
+    if l2_weight:
+        loss = loss + l2_weight * F.mse_loss(recon, target)
+    if l1_weight:
+        loss = loss + l1_weight * F.l1_loss(recon, target)
+    return loss
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # all devices
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop may touch, in types `torch.load(weights_only=True)` accepts."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def autocast_for(device: torch.device):
+    # bf16 autocast on CUDA (no loss scaling needed); plain float32 on CPU
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ============================================================================ data
+def build_datasets(cfg: TokenizerTrainConfig):
+    """(train, val or None) ImageFolder datasets of the configured roots."""
+    from ..data.folder import ImageFolder
+
+    train = ImageFolder(cfg.data, cfg.image_size, random_flip=cfg.random_flip)
+    val = ImageFolder(cfg.val_data, cfg.image_size, random_flip=False) if cfg.val_data else None
+    return train, val
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled batches of one epoch (drop_last): a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+class EpochIndexed(torch.utils.data.Dataset):
+    """Items addressed as (epoch, index): selects the epoch (flips) right before reading, which also
+    works inside DataLoader workers, whose dataset copies a `set_epoch` in the main process misses."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch, self.seed)
+        return self.dataset[index]
+
+
+class StepBatches:
+    """Endless batch sampler: the batch of step s is batch s % E of epoch s // E (E batches per epoch),
+    as [(epoch, index)] lists. Starting at `start_step`, a resumed run reads exactly what the
+    uninterrupted one would, without loading the skipped images."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int):
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.per_epoch = n // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"the training set has {n} images, fewer than --batch-size {batch_size}")
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, offset = divmod(self.start_step, self.per_epoch)
+        while True:
+            for batch in epoch_batches(self.n, self.batch_size, self.seed, epoch)[offset:]:
+                yield [(epoch, i) for i in batch]
+            epoch, offset = epoch + 1, 0
+
+
+def train_batches(dataset, cfg: TokenizerTrainConfig, start_step: int, pin: bool) -> Iterator[torch.Tensor]:
+    """Endless stream of training image batches (B, 3, S, S) from `start_step` on; one DataLoader
+    for the whole run, so worker processes are not restarted every epoch."""
+    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start_step)
+    # own generator: the loader's worker base seed must not draw from (and shift) the global RNG
+    loader = torch.utils.data.DataLoader(EpochIndexed(dataset, cfg.seed), batch_sampler=sampler,
+                                         num_workers=cfg.num_workers, pin_memory=pin,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    for images, _ in loader:
+        yield images
+
+
+def eval_loader(dataset, cfg: TokenizerTrainConfig) -> torch.utils.data.DataLoader:
+    """A fixed subset (evenly spaced, so every class appears) in a fixed order."""
+    n = len(dataset)
+    k = n if cfg.eval_images == 0 else min(n, cfg.eval_images)
+    indices = torch.linspace(0, n - 1, k).round().long().unique().tolist()
+    subset = torch.utils.data.Subset(dataset, indices)
+    return torch.utils.data.DataLoader(subset, batch_size=cfg.batch_size, shuffle=False,
+                                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(0))
+
+
+# ============================================================================ checkpoints
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `ckpt_root`, sorted by step (temp dirs of torn saves are ignored)."""
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for d in ckpt_root.iterdir():
+        m = STEP_DIR.match(d.name)
+        if m and (d / "train_state.pt").is_file() and (d / "tokenizer" / "config.json").is_file():
+            found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    found = list_checkpoints(Path(run_dir) / "checkpoints")
+    return found[-1][1] if found else None
+
+
+def ema_init(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and k != "quantize.codebook_used":
+            ema[k].lerp_(v, 1.0 - decay)
+        else:  # integer buffers and the code-usage record are copied, not averaged
+            ema[k].copy_(v)
+
+
+# ============================================================================ the trainer
+class TokenizerTrainer:
+    """Holds the model, discriminator, optimizers and step; `train_tokenizer` drives it."""
+
+    def __init__(self, cfg: TokenizerTrainConfig, train_set, val_set=None):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.ckpt_root = self.out / "checkpoints"
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.train_set, self.val_set = train_set, val_set
+        self.step = 0
+        self.last_checkpoint: Optional[Path] = None
+
+        seed_everything(cfg.seed)
+        self.model: VQModel = create_tokenizer(cfg.tokenizer, image_size=cfg.image_size).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay)
+        self.disc, self.disc_optimizer = self._build_discriminator()
+        self.lpips = self._build_perceptual()
+        self.ema = ema_init(self.model) if cfg.ema > 0 else None
+        self.track_usage = self.model.config.codebook_show_usage
+
+    def _build_discriminator(self):
+        cfg = self.cfg
+        if cfg.gan_weight == 0:
+            log.info("GAN loss off (--gan-weight 0)")
+            return None, None
+        need = NLayerDiscriminator.min_image_size(cfg.disc_layers)
+        if cfg.image_size < need:
+            fits = [n for n in range(1, cfg.disc_layers) if NLayerDiscriminator.min_image_size(n) <= cfg.image_size]
+            hint = f"use --disc-layers {fits[-1]}" if fits else "turn the GAN off (--gan-weight 0)"
+            raise ValueError(f"--image-size {cfg.image_size} is too small for a {cfg.disc_layers}-layer "
+                             f"discriminator (needs >= {need}): {hint}")
+        disc = NLayerDiscriminator(3, cfg.disc_channels, cfg.disc_layers, cfg.disc_norm).to(self.device)
+        opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        log.info(f"GAN loss on from step {cfg.disc_start}: weight {cfg.gan_weight}, PatchGAN {cfg.disc_layers} layers, "
+                 f"{cfg.disc_norm} norm, {sum(p.numel() for p in disc.parameters()):,} params")
+        return disc, opt
+
+    def _build_perceptual(self):
+        cfg = self.cfg
+        if cfg.perceptual_weights is None:
+            log.info("perceptual (LPIPS) loss off: no --perceptual-weights file given")
+            return None
+        if cfg.perceptual_weight == 0:
+            log.info("perceptual (LPIPS) loss off: --perceptual-weight 0")
+            return None
+        lpips = load_lpips(cfg.perceptual_weights, self.device)
+        log.info(f"perceptual loss on: LPIPS-VGG16 from {cfg.perceptual_weights}, weight {cfg.perceptual_weight}")
+        return lpips
+
+    # ---- one optimisation step ----------------------------------------------------------------
+    def _set_lr(self, lr: float) -> None:
+        for opt in (self.optimizer, self.disc_optimizer):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+
+    def _check_finite(self, value: torch.Tensor, what: str, terms: dict) -> None:
+        if not torch.isfinite(value).all():
+            parts = ", ".join(f"{k} {float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in terms.items())
+            where = (f"the last good checkpoint is {self.last_checkpoint} (continue with --resume, perhaps "
+                     "with a lower --lr)" if self.last_checkpoint else "no checkpoint had been written yet")
+            raise TrainingDivergedError(f"{what} became {float(value.detach())} at step {self.step + 1} ({parts}); "
+                                        f"stopped without writing a checkpoint; {where}")
+
+    def train_step(self, images: torch.Tensor) -> dict[str, float]:
+        """One generator (+ discriminator) update on images (B, 3, S, S); returns scalar floats."""
+        cfg, model = self.cfg, self.model
+        lr = lr_at(self.step, cfg)
+        self._set_lr(lr)
+        model.train()
+        images = images.to(self.device, non_blocking=True)
+        amp = autocast_for(self.device)
+
+        with amp:
+            recon, vq = model(images, track_usage=self.track_usage)  # (B, 3, S, S)
+        recon = recon.float()
+        rec = reconstruction_loss(recon, images, cfg.l1_weight, cfg.l2_weight)
+        terms = {"recon": rec, "codebook": vq.codebook, "commit": vq.commitment}
+        if vq.entropy is not None:
+            terms["entropy"] = vq.entropy
+        loss = rec + vq.total.float()
+        nll = rec  # the terms the adaptive GAN weight balances against
+        if self.lpips is not None:
+            with amp:
+                p = self.lpips(recon, images).float().mean()
+            terms["perceptual"] = p
+            loss = loss + cfg.perceptual_weight * p
+            nll = nll + cfg.perceptual_weight * p
+
+        gan_on = self.disc is not None and gan_active(self.step, cfg.disc_start)
+        if gan_on:
+            self.disc.requires_grad_(False)  # the generator step must not touch the discriminator
+            with amp:
+                g = hinge_g_loss(self.disc(recon).float())
+            w = cfg.gan_weight
+            if cfg.adaptive_gan_weight:
+                w = w * adaptive_weight(nll, g, model.decoder.conv_out.weight)
+                terms["gan_w"] = w
+            terms["g_loss"] = g
+            loss = loss + w * g
+        terms = {"loss": loss, **terms}
+
+        self._check_finite(loss, "the loss", terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = self._clip(model)
+        self._check_finite(gnorm, "the gradient norm", terms)
+        self.optimizer.step()
+
+        if gan_on:
+            terms["d_loss"] = self._discriminator_step(images, recon.detach())
+        if self.ema is not None:
+            ema_update(self.ema, model, cfg.ema)
+        out = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        out.update(grad_norm=float(gnorm), lr=lr)
+        if vq.usage is not None:
+            out["usage"] = vq.usage
+        return out
+
+    def _clip(self, module: nn.Module) -> torch.Tensor:
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        return nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+
+    def _discriminator_step(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        self.disc.requires_grad_(True)
+        with autocast_for(self.device):
+            logits_real, logits_fake = self.disc(images), self.disc(fake)
+        d = hinge_d_loss(logits_real.float(), logits_fake.float())
+        self._check_finite(d, "the discriminator loss", {"d_loss": d})
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        d.backward()
+        self._clip(self.disc)
+        self.disc_optimizer.step()
+        return d.detach()
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> tuple[str, dict[str, float], Optional[Path]]:
+        """(split name, metrics, reconstruction grid path) over the validation subset."""
+        cfg, model = self.cfg, self.model
+        dataset, split = (self.val_set, "val") if self.val_set is not None else (self.train_set, "train_eval")
+        model.eval()
+        sums, count, ids_all, originals, recons = {}, 0, [], [], []
+        for images, _ in eval_loader(dataset, cfg):
+            images = images.to(self.device)
+            with autocast_for(self.device):
+                quant, ids = model.quantize(model.encode_latent(images))  # (B, C, h, w), (B, h*w)
+                recon = model.decode_latent(quant)
+            recon = recon.float()
+            clamped = recon.clamp(-1, 1)  # metrics on displayable images
+            B = images.shape[0]
+            batch = {"recon": reconstruction_loss(recon, images, cfg.l1_weight, cfg.l2_weight) * B,
+                     "psnr": psnr(clamped, images).sum()}
+            if min(images.shape[-2:]) >= SSIM_WINDOW:
+                batch["ssim"] = ssim(clamped, images).sum()
+            if self.lpips is not None:
+                batch["lpips"] = self.lpips(clamped, images).float().sum()
+            for k, v in batch.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += B
+            ids_all.append(ids.cpu())
+            need = cfg.grid_images - sum(len(o) for o in originals)
+            if need > 0:
+                originals.append(to_uint8(images[:need]))
+                recons.append(to_uint8(clamped[:need]))
+        metrics = {k: v / count for k, v in sums.items()}
+        metrics["usage"] = codebook_usage(torch.cat(ids_all), model.codebook_size)
+        originals, recons = np.concatenate(originals), np.concatenate(recons)  # (n, S, S, 3) each
+        grid = make_grid(np.concatenate([originals, recons]), nrow=len(originals), scale=2)  # originals on top
+        path = save_image(grid, self.out / f"recon_{self.step}.png")
+        return split, metrics, path
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step_<N>/ via a temp dir + rename, so a crash never leaves a partial one."""
+        final = self.ckpt_root / f"step_{self.step}"
+        tmp = self.ckpt_root / f".step_{self.step}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_tokenizer(self.model, tmp / "tokenizer", extra={"step": self.step, "trainer": "mambagen train-tokenizer"})
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+        if self.disc is not None:
+            save_safetensors(tmp / "discriminator.safetensors", self.disc.state_dict())
+            state["disc_optimizer"] = self.disc_optimizer.state_dict()
+        if self.ema is not None:
+            save_safetensors(tmp / "ema.safetensors", self.ema)
+        with atomic_path(tmp / "train_state.pt") as p:
+            torch.save(state, p)
+        write_json(tmp / "train_config.json", self.cfg.to_dict())
+        if final.exists():  # the same step saved again (e.g. a resumed run that had already ended)
+            shutil.rmtree(final)
+        tmp.rename(final)
+        self.last_checkpoint = final
+        for _, old in list_checkpoints(self.ckpt_root)[:-self.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything `save_checkpoint` wrote, so training continues exactly."""
+        saved = read_json(path / "train_config.json")
+        changed = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if saved.get(k) != v}
+        fixed = {k: ch for k, ch in changed.items() if k in RESUME_FIXED}
+        if fixed:
+            raise ValueError(f"cannot resume {path} with different " + ", ".join(
+                f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in fixed.items()))
+        changed.pop("resume", None)
+        if changed:
+            log.info("resuming with changed settings: "
+                     + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        load_state_dict_strict(self.model, load_safetensors(path / "tokenizer" / "model.safetensors"),
+                               str(path / "tokenizer"))
+        state = load_torch_file(path / "train_state.pt")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.disc is not None:
+            if (path / "discriminator.safetensors").is_file() and "disc_optimizer" in state:
+                load_state_dict_strict(self.disc, load_safetensors(path / "discriminator.safetensors"),
+                                       str(path / "discriminator.safetensors"))
+                self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+            else:
+                log.info(f"{path} has no discriminator: starting a fresh one")
+        if self.ema is not None:
+            if (path / "ema.safetensors").is_file():
+                self.ema = {k: v.to(self.device) for k, v in load_safetensors(path / "ema.safetensors").items()}
+            else:
+                log.info(f"{path} has no EMA weights: starting the EMA from the current weights")
+                self.ema = ema_init(self.model)
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.last_checkpoint = path
+
+    def export(self) -> Path:
+        """The final tokenizer (and its EMA) as loadable tokenizer directories."""
+        extra = {"step": self.step, "trainer": "mambagen train-tokenizer"}
+        path = save_tokenizer(self.model, self.out / "tokenizer", extra=extra)
+        if self.ema is not None:
+            ema_model = create_tokenizer(self.cfg.tokenizer, image_size=self.cfg.image_size)
+            ema_model.load_state_dict({k: v.cpu() for k, v in self.ema.items()})
+            save_tokenizer(ema_model, self.out / "tokenizer_ema", extra={**extra, "ema": self.cfg.ema})
+        return path
+
+
+# ============================================================================ driver
+def _prepare_run_dir(cfg: TokenizerTrainConfig) -> Optional[Path]:
+    """The checkpoint to resume from (or None); refuses to overwrite an existing run by accident."""
+    out = Path(cfg.out)
+    latest = latest_checkpoint(out)
+    if cfg.resume:
+        if latest is None:
+            raise ValueError(f"--resume: no checkpoint found under {out / 'checkpoints'}")
+        return latest
+    if latest is not None or (out / "tokenizer" / "config.json").exists():
+        raise ValueError(f"{out} already holds a tokenizer run; pass --resume to continue it or choose another --out")
+    return None
+
+
+@contextlib.contextmanager
+def _file_log(path: Path):
+    """Also send this module's log messages to `path` (out/train.log) while training."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    pkg = logging.getLogger("mambagen")
+    old_level = pkg.level
+    pkg.addHandler(handler)
+    if pkg.getEffectiveLevel() > logging.INFO:
+        pkg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        pkg.removeHandler(handler)
+        pkg.setLevel(old_level)
+        handler.close()
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, train_set=None, val_set=None) -> Path:
+    """Train a tokenizer as configured; returns the final tokenizer directory (out/tokenizer).
+
+    `train_set` / `val_set` replace the ImageFolder datasets of `cfg.data` / `cfg.val_data` (any dataset
+    of ((3, S, S) float in [-1, 1], label) items; `set_epoch(epoch, seed)` is called when present).
+    """
+    from tqdm.auto import tqdm
+
+    resume_from = _prepare_run_dir(cfg)
+    out = Path(cfg.out)
+    with _file_log(out / "train.log"):
+        if train_set is None:
+            train_set, built_val = build_datasets(cfg)
+            val_set = built_val if val_set is None else val_set
+        trainer = TokenizerTrainer(cfg, train_set, val_set)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        log.info(f"tokenizer {cfg.tokenizer}: {n_params:,} params, {len(train_set)} training images, "
+                 f"{len(val_set) if val_set is not None else 'no'} validation images, device {trainer.device}")
+        logger = RunLogger(out)
+        if resume_from is not None:
+            trainer.load_checkpoint(resume_from)
+            logger.truncate_after(trainer.step)  # drop the crashed tail so curves have no duplicates
+            log.info(f"resumed from {resume_from} at step {trainer.step}")
+        try:
+            _train_loop(trainer, logger, tqdm)
+            path = trainer.export()
+            log.info(f"final tokenizer: {path}")
+            return path
+        finally:
+            logger.plot()
+            logger.close()
+
+
+def _train_loop(trainer: TokenizerTrainer, logger: RunLogger, tqdm) -> None:
+    cfg = trainer.cfg
+    pin = trainer.device.type == "cuda"
+    batches = train_batches(trainer.train_set, cfg, trainer.step, pin)
+    sums, counts, n, t_last = {}, {}, 0, time.time()
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train-tokenizer", unit="step",
+               disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while trainer.step < cfg.steps:
+            scalars = trainer.train_step(next(batches))
+            trainer.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+            for k, v in scalars.items():  # some terms exist only on some steps (GAN after disc_start)
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            n += 1
+            step, last = trainer.step, trainer.step == cfg.steps
+            if step % cfg.log_every == 0 or last:
+                means = {k: v / counts[k] for k, v in sums.items()}  # averaged since the last log
+                means["lr"] = scalars["lr"]  # the current rate, not the average
+                means["images_per_s"] = n * cfg.batch_size / max(time.time() - t_last, 1e-9)
+                logger.log(step, "train", **means)
+                sums, counts, n, t_last = {}, {}, 0, time.time()
+            if step % cfg.eval_every == 0 or last:
+                split, metrics, grid = trainer.evaluate()
+                logger.log(step, split, **metrics)
+                logger.plot()
+                log.info(f"step {step} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                         + f"; grid {grid}")
+            if step % cfg.ckpt_every == 0 or last:
+                log.info(f"checkpoint {trainer.save_checkpoint()}")
+    finally:
+        bar.close()
+
+
+# ============================================================================ CLI
+def _cmd(args) -> None:
+    fields = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
+    cfg = TokenizerTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    _console_logging()
+    try:
+        path = train_tokenizer(cfg)
+    except TrainingDivergedError as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted; continue with --resume (last checkpoint: {latest_checkpoint(cfg.out)})") \
+            from None
+    print(f"wrote {path} (curves: {Path(cfg.out) / 'curves.png'})")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines through tqdm.write so they do not break the progress bar."""
+
+    def emit(self, record):
+        from tqdm.auto import tqdm
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _console_logging() -> None:
+    pkg = logging.getLogger("mambagen")
+    if not any(isinstance(h, _TqdmHandler) for h in pkg.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
+
+
+def add_cli(subparsers) -> None:
+    d = {f.name: f.default for f in dataclasses.fields(TokenizerTrainConfig)}
+    p = subparsers.add_parser(
+        "train-tokenizer", help="train a VQ image tokenizer (stage 1)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a VQ tokenizer on a class-per-folder image tree (root/<class>/<image>). Writes "
+        "log.csv, TensorBoard events (tb/), curves.png, recon_<step>.png grids, checkpoints/step_<N>/ and the "
+        "final loadable tokenizer/ to --out. Single process (one GPU or CPU).",
+        epilog="example: mambagen train-tokenizer --data ROOT/train --val-data ROOT/val --out runs/vq "
+        "--tokenizer vq-f8-small --image-size 64 --batch-size 64 --steps 20000")
+    g = p.add_argument_group("data and run")
+    g.add_argument("--data", required=True, default=argparse.SUPPRESS, help="training images: ROOT/<class>/<image>")
+    g.add_argument("--val-data", default=d["val_data"], help="validation images (same layout); "
+                   "None: evaluate on a subset of the training images")
+    g.add_argument("--out", required=True, default=argparse.SUPPRESS, help="run directory")
+    g.add_argument("--tokenizer", default=d["tokenizer"], choices=sorted(VQ_CONFIGS), help="tokenizer config")
+    g.add_argument("--image-size", type=int, default=d["image_size"], help="training resolution (square)")
+    g.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=d["random_flip"],
+                   help="random horizontal flips of training images")
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    g.add_argument("--seed", type=int, default=d["seed"], help="seed of weights, data order and flips")
+    g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader worker processes")
+    g.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:1 ... (None: cuda if available)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d["progress"],
+                   help="tqdm progress bar")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step")
+    g.add_argument("--steps", type=int, default=d["steps"], help="total optimizer steps")
+    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (AdamW)")
+    g.add_argument("--betas", type=float, nargs=2, default=list(d["betas"]), metavar=("B1", "B2"),
+                   help="AdamW betas")
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="AdamW weight decay")
+    g.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps")
+    g.add_argument("--lr-schedule", default=d["lr_schedule"], choices=["constant", "cosine"],
+                   help="after warm-up: constant, or cosine decay to 0")
+    g.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="max gradient norm (0 = off)")
+    g.add_argument("--ema", type=float, default=d["ema"], help="EMA decay of the weights, e.g. 0.999 (0 = off); "
+                   "the EMA tokenizer goes to tokenizer_ema/")
+
+    g = p.add_argument_group("losses")
+    g.add_argument("--l2-weight", type=float, default=d["l2_weight"], help="MSE reconstruction weight")
+    g.add_argument("--l1-weight", type=float, default=d["l1_weight"], help="L1 reconstruction weight")
+    g.add_argument("--perceptual-weights", default=d["perceptual_weights"], metavar="FILE",
+                   help="LPIPS-VGG16 state dict (.safetensors/.pt: torchvision VGG16 features.N.* + lin0..lin4) "
+                   "turning the perceptual loss on; nothing is downloaded, None = off")
+    g.add_argument("--perceptual-weight", type=float, default=d["perceptual_weight"], help="LPIPS loss weight")
+    g.add_argument("--gan-weight", type=float, default=d["gan_weight"], help="hinge GAN weight (0 = off; 0.5 typical)")
+    g.add_argument("--disc-start", type=int, default=d["disc_start"], help="step at which the GAN starts")
+    g.add_argument("--disc-layers", type=int, default=d["disc_layers"], help="PatchGAN stride-2 layers")
+    g.add_argument("--disc-channels", type=int, default=d["disc_channels"], help="PatchGAN base width")
+    g.add_argument("--disc-norm", default=d["disc_norm"], choices=["group", "batch"], help="PatchGAN norm")
+    g.add_argument("--adaptive-gan-weight", action="store_true",
+                   help="scale the GAN term by the reconstruction/GAN gradient-norm ratio (taming)")
+
+    g = p.add_argument_group("logging, evaluation, checkpoints")
+    g.add_argument("--log-every", type=int, default=d["log_every"], help="steps between logged (averaged) scalars")
+    g.add_argument("--eval-every", type=int, default=d["eval_every"], help="steps between evaluations")
+    g.add_argument("--eval-images", type=int, default=d["eval_images"], help="images per evaluation (0 = all)")
+    g.add_argument("--grid-images", type=int, default=d["grid_images"], help="images in each recon grid")
+    g.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="steps between checkpoints")
+    g.add_argument("--keep-last", type=int, default=d["keep_last"], help="checkpoints kept")
+    p.set_defaults(fn=_cmd)
