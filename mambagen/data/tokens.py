@@ -131,11 +131,12 @@ def _cmd_tokenize(args) -> None:
     tok = load_tokenizer(args.tokenizer, device)
     size = args.image_size or tok.config.image_size
     ds = ImageFolder(args.data, size)
+    ds.scan()   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
     out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip,
                            shard_size=args.shard_size, device=device, num_workers=args.num_workers)
     meta = read_json(out / "meta.json")
     print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
           f"tokens ({len(meta['shards'])} shard(s)) to {out}")
-    report = ds.skipped_report() if hasattr(ds, "skipped_report") else None
-    if report and report.get("skipped"):
-        print(f"skipped unreadable images: {report}")
+    report = ds.skipped_report()
+    if report.get("dropped_by_scan") or report.get("skipped"):
+        print(f"left out unreadable images: {report}")
