@@ -291,17 +291,28 @@ def add_cli(subparsers) -> None:
     p.add_argument("--model-overrides", default="{}", help="JSON dict of config overrides, e.g. '{\"n_layer\": 8}'")
     p.add_argument("--val-data", default=None, help="token dataset for held-out bits/token")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (sample grids; shipped with final/)")
-    for name in ("steps", "batch_size", "grad_accum", "warmup", "ckpt_every", "keep_last", "log_every",
-                 "eval_every", "seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
-    for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema", "sample_cfg"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=defaults[name])
-    p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (default: model's)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    helps = {
+        "steps": "optimizer steps in total", "batch_size": "global batch per step (all ranks x grad-accum)",
+        "grad_accum": "micro-batches per step on each rank", "warmup": "linear warm-up steps",
+        "ckpt_every": "write a training checkpoint every N steps (and at the end)",
+        "keep_last": "training checkpoints kept", "log_every": "log train metrics every N steps",
+        "eval_every": "held-out bits/token and a sample grid every N steps", "seed": "seed of init, data order, drops",
+        "lr": "peak learning rate per 256 images (scaled linearly with --batch-size)",
+        "min_lr_ratio": "cosine decay ends at lr x this", "weight_decay": "AdamW weight decay (matrices only)",
+        "grad_clip": "gradient-norm clip", "ema": "EMA decay of the weights (0 = off; e.g. 0.9999)",
+        "sample_cfg": "CFG scale of the periodic sample grids",
+    }
+    for name, kind in [(n, int) for n in ("steps", "batch_size", "grad_accum", "warmup", "ckpt_every", "keep_last",
+                                          "log_every", "eval_every", "seed")] + \
+                      [(n, float) for n in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema", "sample_cfg")]:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name], help=helps[name])
+    p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (None: the model's)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="how several processes share the model")
+    p.add_argument("--device", default=None, help="cpu or cuda (None: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(fn=_cmd_train)
 
 
