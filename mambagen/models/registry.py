@@ -11,9 +11,13 @@ from dataclasses import dataclass, fields
 import torch.nn as nn
 
 from .aim import AiM, AiMConfig
+from .mvar import MVAR, MVARConfig
+from .var import VAR, VARConfig
 
 FAMILIES: dict[str, tuple[type, type]] = {
     "aim": (AiMConfig, AiM),
+    "var": (VARConfig, VAR),
+    "mvar": (MVARConfig, MVAR),
 }
 
 
@@ -88,3 +92,23 @@ register("aim-tiny", "aim", "tests/CPU demo: 4 layers, 64 wide", None,
 register("aim-small", "aim", "demo scale: 12 layers, 256 wide", None,
          d_model=256, n_layer=12, vocab_size=1024, num_classes=9, num_tokens=64, d_state=64, headdim=32,
          chunk_size=64, adaln="group", adaln_groups=4)
+
+# ---------------------------------------------------------------------------- VAR and M-VAR
+# The official builders tie width = 64 * depth, heads = depth, drop-path 0.1 * depth / 24.
+def _depth(d: int) -> dict:
+    return dict(depth=d, embed_dim=64 * d, num_heads=d, drop_path_rate=0.1 * d / 24)
+
+
+for _d, _n in ((16, 310_283_520), (20, 600_917_136), (24, 1_033_399_360), (30, 2_010_020_356)):
+    register(f"var-d{_d}", "var", f"VAR-d{_d} (256 px)", _n, **_depth(_d))
+register("var-d36", "var", "VAR-d36 (512 px, shared adaLN)", 2_353_893_904, **_depth(36), shared_aln=True,
+         patch_nums=(1, 2, 3, 4, 6, 9, 13, 18, 24, 32))
+# attn_l2_norm as the official checkpoints use it (README: off for d16/d20)
+for _d, _l2, _n in ((12, True, 198_435_568), (16, False, 464_157_184), (20, False, 900_528_736),
+                    (24, True, 1_550_067_136), (30, True, 3_017_065_756), (32, True, 3_658_707_968)):
+    register(f"mvar-d{_d}", "mvar", f"M-VAR-d{_d} (256 px)" + (" - the paper says 3.0B" if _d == 32 else ""), _n,
+             **_depth(_d), attn_l2_norm=_l2)
+register("var-tiny", "var", "tests: 2 blocks, 32 wide", None, depth=2, embed_dim=32, num_heads=2, vocab_size=256,
+         Cvae=8, num_classes=10, patch_nums=(1, 2, 3, 4))
+register("mvar-tiny", "mvar", "tests: 2 blocks, 32 wide", None, depth=2, embed_dim=32, num_heads=2, vocab_size=256,
+         Cvae=8, num_classes=10, patch_nums=(1, 2, 3, 4), d_state=16, headdim=16, chunk_size=16)

@@ -1,0 +1,94 @@
+"""M-VAR: next-scale prediction with Mamba between scales (Ren et al. 2024).
+
+Same skeleton as VAR (embeddings, head, VAE), but each block splits the work:
+
+    x += gamma1 * attn(LN(x)(1+scale1)+shift1)     attention only inside each scale (bidirectional)
+    x += gamma2 * Mamba2(LN(x)(1+scale2)+shift2)   causal over the whole multi-scale sequence
+    x += gamma3 * ffn(LN(x)(1+scale3)+shift3)
+
+so everything a scale learns from earlier scales flows through the Mamba2 state. Decoding
+therefore needs no KV cache: attention sees only the current scale, and each block carries
+its Mamba2 conv/SSM state from scale to scale (the official code re-runs Mamba over the
+whole prefix at every scale; the results are the same).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..layers.attention import VARAttention
+from ..layers.mamba2 import Mamba2, Mamba2Cache
+from .var import FFN, DropPath, NextScaleBase, VARConfig, ln, scale_bounds
+
+
+@dataclass
+class MVARConfig(VARConfig):
+    # Mamba2 of the inter-scale branch (hard-coded in the official block)
+    d_state: int = 64
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 64
+    chunk_size: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.shared_aln:
+            raise ValueError("MVARConfig.shared_aln is not supported (it does not run in the official code either)")
+
+
+class MVARBlock(nn.Module):
+    n_mod = 9
+
+    def __init__(self, cfg: MVARConfig, drop_path: float):
+        super().__init__()
+        C = cfg.embed_dim
+        self.eps, self.C = cfg.norm_eps, C
+        self.seg_lens = [p * p for p in cfg.patch_nums]
+        self.attn = VARAttention(C, cfg.num_heads, cfg.attn_l2_norm, cfg.attn_drop_rate, cfg.drop_rate)
+        self.attn.register_buffer("patch_nums", torch.tensor(self.seg_lens, dtype=torch.int32))  # official buffer
+        self.mamba = Mamba2(C, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
+                            chunk_size=cfg.chunk_size)
+        self.ffn = FFN(C, round(C * cfg.mlp_ratio), cfg.drop_rate)
+        self.drop_path = DropPath(drop_path)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(C, self.n_mod * C))
+
+    def forward(self, x, cond, cache: Mamba2Cache | None = None, seg_lens: list[int] | None = None):
+        """x (B, L, C). Training: all scales, `seg_lens` their lengths. Decoding: one scale, with the cache."""
+        g1, g2, g3, s1, s2, s3, b1, b2, b3 = self.ada_lin(cond).view(-1, 1, self.n_mod, self.C).unbind(2)
+        h = ln(x, self.eps) * (1 + s1) + b1
+        h = self.attn(h) if seg_lens is None else self.attn.forward_segments(h, seg_lens)
+        x = x + self.drop_path(h * g1)
+        x = x + self.drop_path(self.mamba(ln(x, self.eps) * (1 + s2) + b2, cache) * g2)
+        return x + self.drop_path(self.ffn(ln(x, self.eps) * (1 + s3) + b3) * g3)
+
+
+class MVAR(NextScaleBase):
+    def __init__(self, config: MVARConfig):
+        super().__init__(config, block_mask="diagonal")
+        dpr = [config.drop_path_rate * i / max(1, config.depth - 1) for i in range(config.depth)]  # linear ramp
+        self.blocks = nn.ModuleList(MVARBlock(config, dpr[i]) for i in range(config.depth))
+        self.init_weights()
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, x_BLCv: torch.Tensor):
+        """As VAR.forward: logits (B, L, V) of every scale and the mean cross-entropy."""
+        x, cond, _ = self.sequence_input(labels, x_BLCv)
+        seg = [p * p for p in self.config.patch_nums]
+        for blk in self.blocks:
+            x = blk(x, cond, seg_lens=seg)
+        logits = self.logits(x, cond)
+        return logits, self.loss(logits, tokens)
+
+    def allocate_cache(self, batch: int, device=None, dtype=None) -> list[Mamba2Cache]:
+        p = self.head.weight
+        return [blk.mamba.allocate_cache(batch, device or p.device, dtype or p.dtype) for blk in self.blocks]
+
+    def decode_scale(self, x_BlC, cond, mod, cache: list[Mamba2Cache], si: int):
+        """Tokens of scale si (B, pn^2, C) -> logits (B, pn^2, V); the Mamba2 states carry earlier scales."""
+        for blk, mc in zip(self.blocks, cache):
+            x_BlC = blk(x_BlC, cond, cache=mc)
+        return self.logits(x_BlC, cond)
+
+
+__all__ = ["MVAR", "MVARConfig", "scale_bounds"]
