@@ -25,8 +25,9 @@ FORMAT, FORMAT_VERSION = "mambagen", 1
 
 
 def _tokenizer_families():
+    from .tokenizers.msvq import MSVQConfig, MSVQModel
     from .tokenizers.vq import VQConfig, VQModel
-    return {"vq": (VQConfig, VQModel)}
+    return {"vq": (VQConfig, VQModel), "msvq": (MSVQConfig, MSVQModel)}
 
 
 def tokenizer_family(tokenizer: nn.Module) -> str:

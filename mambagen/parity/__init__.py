@@ -24,6 +24,10 @@ from ..io import load_safetensors
 RUNNERS = {
     "aim": "mambagen.parity.aim:run_aim",
     "llamagen_vq": "mambagen.parity.llamagen_vq:run_llamagen_vq",
+    "var_vqvae": "mambagen.parity.var_vqvae:run_var_vqvae",
+    "var": "mambagen.parity.var:run_var",
+    "mvar": "mambagen.parity.var:run_var",
+    "var_quant": "mambagen.parity.var_vqvae:run_var_quant",
 }
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "golden"

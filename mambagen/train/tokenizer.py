@@ -49,11 +49,21 @@ from ..images import make_grid, save_image, to_uint8
 from ..io import (atomic_path, load_safetensors, load_state_dict_strict, load_torch_file,
                   read_json, save_safetensors, write_json)
 from ..metrics import SSIM_WINDOW, codebook_usage, psnr, ssim
+from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel, create_msvq
 from ..tokenizers.vq import VQ_CONFIGS, VQModel, create_tokenizer
 from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_lpips)
 from .logging import RunLogger
 
 log = logging.getLogger(__name__)
+
+# registered tokenizer configs this trainer builds: LlamaGen-style VQ (vq-*) and VAR multi-scale (msvq-*)
+TOKENIZER_NAMES = sorted(VQ_CONFIGS) + sorted(MSVQ_CONFIGS)
+
+
+def build_tokenizer(name: str, **overrides) -> nn.Module:
+    """A randomly initialised tokenizer from a registered name (see TOKENIZER_NAMES)."""
+    return create_msvq(name, **overrides) if name in MSVQ_CONFIGS else create_tokenizer(name, **overrides)
+
 
 # fields that must not change when resuming: they change the model or the data order
 RESUME_FIXED = ("tokenizer", "image_size", "batch_size", "seed")
@@ -69,7 +79,7 @@ class TokenizerTrainConfig:
     data: str  # training images: root/<class>/<image>
     out: str  # run directory
     val_data: Optional[str] = None  # validation images (same layout); without it, a training subset is evaluated
-    tokenizer: str = "vq-f8-small"  # registered tokenizer config (mambagen.tokenizers.vq.VQ_CONFIGS)
+    tokenizer: str = "vq-f8-small"  # registered tokenizer config (VQ_CONFIGS or msvq.MSVQ_CONFIGS)
     image_size: int = 64
     random_flip: bool = True  # horizontal flips of training images
     # optimisation (AdamW; betas (0.5, 0.9) as LlamaGen's VQ training)
@@ -108,8 +118,8 @@ class TokenizerTrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)
-        if self.tokenizer not in VQ_CONFIGS:
-            raise ValueError(f"unknown tokenizer {self.tokenizer!r}; available: {sorted(VQ_CONFIGS)}")
+        if self.tokenizer not in TOKENIZER_NAMES:
+            raise ValueError(f"unknown tokenizer {self.tokenizer!r}; available: {TOKENIZER_NAMES}")
         for name in ("image_size", "batch_size", "steps", "log_every", "eval_every", "ckpt_every", "keep_last",
                      "grid_images", "disc_layers", "disc_channels"):
             if getattr(self, name) < 1:
@@ -325,7 +335,7 @@ class TokenizerTrainer:
         self.last_checkpoint: Optional[Path] = None
 
         seed_everything(cfg.seed)
-        self.model: VQModel = create_tokenizer(cfg.tokenizer, image_size=cfg.image_size).to(self.device)
+        self.model: VQModel | MSVQModel = build_tokenizer(cfg.tokenizer, image_size=cfg.image_size).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay)
         self.disc, self.disc_optimizer = self._build_discriminator()
@@ -459,7 +469,10 @@ class TokenizerTrainer:
         for images, _ in eval_loader(dataset, cfg):
             images = images.to(self.device)
             with autocast_for(self.device):
-                quant, ids = model.quantize(model.encode_latent(images))  # (B, C, h, w), (B, h*w)
+                latent = model.encode_latent(images)
+                # (B, C, h, w), (B, h*w) (multi-scale: all scales' ids, (B, L))
+                quant, ids = (model.quantize_latent(latent) if isinstance(model, MSVQModel)
+                              else model.quantize(latent))
                 recon = model.decode_latent(quant)
             recon = recon.float()
             clamped = recon.clamp(-1, 1)  # metrics on displayable images
@@ -548,7 +561,7 @@ class TokenizerTrainer:
         extra = {"step": self.step, "trainer": "mambagen train-tokenizer"}
         path = save_tokenizer(self.model, self.out / "tokenizer", extra=extra)
         if self.ema is not None:
-            ema_model = create_tokenizer(self.cfg.tokenizer, image_size=self.cfg.image_size)
+            ema_model = build_tokenizer(self.cfg.tokenizer, image_size=self.cfg.image_size)
             ema_model.load_state_dict({k: v.cpu() for k, v in self.ema.items()})
             save_tokenizer(ema_model, self.out / "tokenizer_ema", extra={**extra, "ema": self.cfg.ema})
         return path
@@ -703,7 +716,7 @@ def add_cli(subparsers) -> None:
     g.add_argument("--val-data", default=d["val_data"], help="validation images (same layout); "
                    "None: evaluate on a subset of the training images")
     g.add_argument("--out", required=True, default=argparse.SUPPRESS, help="run directory")
-    g.add_argument("--tokenizer", default=d["tokenizer"], choices=sorted(VQ_CONFIGS), help="tokenizer config")
+    g.add_argument("--tokenizer", default=d["tokenizer"], choices=TOKENIZER_NAMES, help="tokenizer config")
     g.add_argument("--image-size", type=int, default=d["image_size"], help="training resolution (square)")
     g.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=d["random_flip"],
                    help="random horizontal flips of training images")
