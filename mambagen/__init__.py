@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 
 from .checkpoint import Pipeline, load, load_model, load_tokenizer, save_model, save_tokenizer  # noqa: E402
 from .models.registry import create_model, list_models  # noqa: E402
-from .tokenizers.vq import create_tokenizer  # noqa: E402
+from .tokenizers import create_tokenizer, list_tokenizers  # noqa: E402
 
-__all__ = ["create_model", "list_models", "create_tokenizer", "load", "load_model", "load_tokenizer",
+__all__ = ["create_model", "list_models", "create_tokenizer", "list_tokenizers", "load", "load_model", "load_tokenizer",
            "save_model", "save_tokenizer", "Pipeline", "__version__"]

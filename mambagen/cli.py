@@ -20,7 +20,7 @@ UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs,
 def cmd_info(args) -> None:
     from .layers import kernels
     from .models.registry import REGISTRY, count_params, create_model
-    from .tokenizers.vq import VQ_CONFIGS, create_tokenizer
+    from .tokenizers import create_tokenizer, list_tokenizers
 
     print(f"mambagen {__import__('mambagen').__version__}  torch {torch.__version__}  "
           f"cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
@@ -33,12 +33,15 @@ def cmd_info(args) -> None:
         mark = "" if spec.official_params in (None, n) else "  MISMATCH"
         print(f"  {name:<12} {spec.family:<7} {n:>15,} {official:>15}  {spec.description}{mark}")
     print("\nTokenizers:")
-    for name in VQ_CONFIGS:
+    for name in list_tokenizers():
         with torch.device("meta"):
             tok = create_tokenizer(name)
         c = tok.config
-        print(f"  {name:<12} {sum(p.numel() for p in tok.parameters()):>15,}  codebook {c.codebook_size} x "
-              f"{c.codebook_embed_dim}, downsample {c.downsample}")
+        if hasattr(tok, "patch_nums"):
+            what = f"codebook {c.vocab_size} x {c.z_channels}, downsample {c.downsample}, scales {tuple(c.patch_nums)}"
+        else:
+            what = f"codebook {c.codebook_size} x {c.codebook_embed_dim}, downsample {c.downsample}"
+        print(f"  {name:<12} {sum(p.numel() for p in tok.parameters()):>15,}  {what}")
     found = [k for k, v in kernels.available().items() if v]
     print(f"\nOptional fast kernels found: {', '.join(found) if found else 'none (pure PyTorch reference paths)'}")
 
@@ -48,7 +51,7 @@ def _resolve(args, device):
     """(generator, tokenizer, untrained?) from --model/--tokenizer (directories or registered names)."""
     from .checkpoint import Pipeline, load, load_tokenizer
     from .models.registry import REGISTRY, create_model
-    from .tokenizers.vq import VQ_CONFIGS, create_tokenizer
+    from .tokenizers import create_tokenizer, list_tokenizers
 
     untrained = False
     tokenizer = None
@@ -61,23 +64,27 @@ def _resolve(args, device):
         raise SystemExit(f"error: --model {args.model!r} is neither a checkpoint directory nor a registered model "
                          f"({', '.join(REGISTRY)})")
 
-    tok_arg = args.tokenizer if args.tokenizer is not None or generator is not None else "vq-tiny"
+    default_tok = "msvq-tiny" if args.model in REGISTRY and REGISTRY[args.model].family in ("var", "mvar") else "vq-tiny"
+    tok_arg = args.tokenizer if args.tokenizer is not None or generator is not None else default_tok
     if tok_arg is not None:
         if Path(tok_arg).exists():
             tokenizer = load_tokenizer(tok_arg, device)
-        elif tok_arg in VQ_CONFIGS:
+        elif tok_arg in list_tokenizers():
             torch.manual_seed(args.seed)
             tokenizer, untrained = create_tokenizer(tok_arg).to(device).eval(), True
         else:
             raise SystemExit(f"error: --tokenizer {tok_arg!r} is neither a directory nor a registered "
-                             f"tokenizer ({', '.join(VQ_CONFIGS)})")
+                             f"tokenizer ({', '.join(list_tokenizers())})")
     if tokenizer is None:
         raise SystemExit("error: this model directory has no tokenizer/; pass --tokenizer DIR")
     if generator is None:  # a registered size with random weights, shaped to fit the tokenizer
-        grid = tokenizer.config.image_size // tokenizer.downsample
         torch.manual_seed(args.seed)
-        generator = create_model(args.model, vocab_size=tokenizer.codebook_size, num_tokens=grid * grid)
-        generator = generator.to(device).eval()
+        if hasattr(tokenizer, "patch_nums"):
+            shape = dict(patch_nums=tuple(tokenizer.patch_nums), Cvae=tokenizer.config.z_channels)
+        else:
+            grid = tokenizer.config.image_size // tokenizer.downsample
+            shape = dict(num_tokens=grid * grid)
+        generator = create_model(args.model, vocab_size=tokenizer.codebook_size, **shape).to(device).eval()
     return generator, tokenizer, untrained
 
 
@@ -172,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the checkpoint's own; vq-tiny for a registered model)")
     s.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
     s.add_argument("--per-class", type=int, default=4, help="images per class")
-    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = off); VAR/M-VAR "
+                   "reach it at the last scale (official cfg = this - 1)")
     s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     s.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")

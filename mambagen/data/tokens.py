@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import CheckpointError, load_safetensors, read_json, save_safetensors, write_json
+from ..tokenizers import encode_ids
 
 FORMAT = "mambagen-tokens"
 
@@ -50,7 +51,7 @@ def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_si
     for images, labels in tqdm(loader, desc="tokenizing", unit="batch", disable=not progress):
         images = images.to(device)
         views = [images, images.flip(-1)] if flip else [images]
-        ids = torch.stack([tokenizer.encode(v) for v in views], dim=1)   # (b, V, N)
+        ids = torch.stack([encode_ids(tokenizer, v) for v in views], dim=1)   # (b, V, N)
         if grid is None:
             grid = tokenizer.grid_size(tuple(images.shape[-2:]))
         buf_tok.append(ids.to(dtype).cpu())
@@ -64,7 +65,7 @@ def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_si
         raise ValueError("the dataset is empty: nothing to tokenize")
     classes = list(getattr(dataset, "classes", []))
     write_json(out / "meta.json", {
-        "format": FORMAT, "num_samples": n_total, "num_tokens": grid[0] * grid[1], "grid": list(grid),
+        "format": FORMAT, "num_samples": n_total, "num_tokens": ids.shape[-1], "grid": list(grid),
         "vocab_size": tokenizer.codebook_size, "num_classes": len(classes) or max_label + 1,
         "classes": classes, "flip": flip, "shards": shards, "tokenizer_config": tokenizer.config.to_dict()})
     return out

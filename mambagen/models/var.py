@@ -224,13 +224,15 @@ class NextScaleBase(nn.Module):
         return self.word_embed(next_map_BCvhw.flatten(2).transpose(1, 2)) + self.level_pos(b, e)
 
     def logits(self, x_BLC, cond):
-        return self.head(self.head_nm(x_BLC.float(), cond).float())
+        """The head runs in at least float32 (as the official code under autocast)."""
+        acc = torch.promote_types(x_BLC.dtype, torch.float32)
+        return self.head(self.head_nm(x_BLC.to(acc), cond).to(acc))
 
     def sequence_input(self, labels, x_BLCv):
         """Teacher forcing: (B, L, C) from labels and the VAE's maps of scales 2..S (B, L - first_l, Cvae)."""
         cond, mod = self.condition(labels)
         x = torch.cat([cond[:, None].expand(-1, self.first_l, -1) + self.pos_start,
-                       self.word_embed(x_BLCv.float())], dim=1)
+                       self.word_embed(x_BLCv.to(self.word_embed.weight.dtype))], dim=1)
         return x + self.level_pos(0, x.shape[1]), cond, mod
 
     def loss(self, logits_BLV, tokens_BL):

@@ -23,7 +23,7 @@ from ..checkpoint import load_model, load_tokenizer, save_model
 from ..data.tokens import TokenDataset
 from ..io import CheckpointError, atomic_path, load_safetensors, load_torch_file, write_json
 from ..layers.embed import drop_labels
-from ..models.registry import create_model, get_spec
+from ..models.registry import FAMILIES, create_model, get_spec
 from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
                    unwrap, wrap_model)
 from .logging import RunLogger
@@ -97,9 +97,27 @@ def _checkpoints(out: Path) -> list[Path]:
 def _make_model(cfg: TrainConfig, data: TokenDataset):
     if Path(cfg.model).is_dir():
         return load_model(cfg.model).train()
-    get_spec(cfg.model)  # clear error for an unknown name
-    shape = dict(vocab_size=data.vocab_size, num_tokens=data.num_tokens, num_classes=data.num_classes)
+    spec = get_spec(cfg.model)  # clear error for an unknown name
+    names = {f.name for f in fields(FAMILIES[spec.family][0])}
+    tok = data.meta.get("tokenizer_config", {})
+    shape = dict(vocab_size=data.vocab_size, num_classes=data.num_classes, num_tokens=data.num_tokens,
+                 patch_nums=tuple(tok.get("patch_nums", ())), Cvae=tok.get("z_channels"))
+    shape = {k: v for k, v in shape.items() if k in names and v not in (None, ())}
     return create_model(cfg.model, **{**shape, **cfg.model_overrides})
+
+
+def _forward(model, tokens, labels, quantizer):
+    """logits, loss = model(...); next-scale models also get the VAE's teacher-forcing input."""
+    if quantizer is None:
+        return model(tokens, labels)
+    with torch.no_grad():
+        x_BLCv = quantizer.idx_to_var_input(quantizer_split(quantizer, tokens))
+    return model(tokens, labels, x_BLCv)
+
+
+def quantizer_split(quantizer, tokens_BL):
+    """(B, L) ids of all scales -> [(B, pn^2)] per scale."""
+    return list(tokens_BL.split([p * p for p in quantizer.patch_nums], dim=1))
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -107,7 +125,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast) -> float:
+def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast, quantizer=None) -> float:
     """Mean cross-entropy of the held-out split, in bits per token (no label dropout)."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=info.device), 0
@@ -117,7 +135,7 @@ def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocas
     for chunk in idx.split(batch):
         tokens, labels = data.batch(chunk)
         with autocast:
-            _, loss = model(tokens.to(info.device), labels.to(info.device))
+            _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer)
         total += loss.double() * len(chunk)
         count += len(chunk)
     stats = all_reduce_mean(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=info.device)]), info)
@@ -174,6 +192,12 @@ def _train(cfg: TrainConfig, info) -> Path:
     opt = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay)
     ema = {k: _full(v).detach().float().clone() for k, v in unwrap(model).state_dict().items()} if cfg.ema else None
     tokenizer = load_tokenizer(cfg.tokenizer, info.device) if cfg.tokenizer else None
+    quantizer = None
+    if getattr(raw, "needs_quantizer", False):   # VAR / M-VAR train on the VAE's teacher-forcing maps
+        if tokenizer is None or not hasattr(tokenizer, "quantize") or not hasattr(tokenizer, "patch_nums"):
+            raise ValueError(f"{type(raw).__name__} training needs --tokenizer: the multi-scale VQVAE the tokens "
+                             "came from (its quantizer builds the teacher-forcing input)")
+        quantizer = tokenizer.quantize.requires_grad_(False)
 
     # 2. resume
     step = 0
@@ -223,7 +247,7 @@ def _train(cfg: TrainConfig, info) -> Path:
             labels = drop_labels(labels, p_drop, mcfg.num_classes, generator=g)
             sync = m == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
             with (nullcontext() if sync else model.no_sync()), autocast:
-                _, loss = model(tokens.to(info.device), labels.to(info.device))
+                _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer)
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach() / cfg.grad_accum
         loss_avg = all_reduce_mean(loss_sum, info)
@@ -255,7 +279,7 @@ def _train(cfg: TrainConfig, info) -> Path:
             bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{lr:.2e}")
             t_last, tokens_seen = time.time(), 0
         if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            bpt = evaluate_bits_per_token(model, val, micro, info, autocast)
+            bpt = evaluate_bits_per_token(model, val, micro, info, autocast, quantizer)
             logger.log(step, "val", bits_per_token=bpt)
             if info.main:
                 bar.write(f"step {step}: val {bpt:.4f} bits/token")
