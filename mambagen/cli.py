@@ -141,6 +141,49 @@ def cmd_sample(args) -> None:
         print(f"wrote {save_npz(args.npz, arr, labels.cpu().numpy())} (uint8 NHWC arr_0 + labels)")
 
 
+# ------------------------------------------------------------------------------------------- edit
+def cmd_edit(args) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .data.folder import load_image
+    from .images import make_grid, save_image, to_uint8
+    from .sample.edit import border_region, edit, image_size_of
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    generator, tokenizer, untrained = _resolve(args, device)
+    size = image_size_of(generator, tokenizer)
+    image = load_image(args.image, size)[None].to(device)                       # (1, 3, S, S)
+    if args.mask is not None:
+        try:
+            mask = Image.open(args.mask).convert("L")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{args.mask}: not a readable mask image ({e})") from None
+        if mask.size != Image.open(args.image).size and mask.size != (size, size):
+            raise ValueError(f"mask {args.mask} is {mask.size[0]}x{mask.size[1]} but the image is "
+                             f"{Image.open(args.image).size[0]}x{Image.open(args.image).size[1]}")
+        mask = mask.resize((size, size), Image.NEAREST) if mask.size != (size, size) else mask
+        region = torch.from_numpy(np.array(mask) > 127)
+        if args.mode == "outpaint":
+            region = ~region          # the mask marks what to keep when outpainting
+    elif args.mode == "outpaint":
+        region = border_region(size, args.keep)
+    else:
+        raise SystemExit("error: --mask is required for inpainting (white = regenerate)")
+    region = region.to(device)
+    classes = _parse_classes(args.classes, generator.config.num_classes)
+    labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=device)
+    rng = torch.Generator(device=device).manual_seed(args.seed)
+    out = edit(generator, tokenizer, image.expand(args.num, -1, -1, -1), region, labels, cfg_scale=args.cfg,
+               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, rng=rng)
+    shown = image.clone()
+    shown[:, :, region] = shown[:, :, region] * 0.3 + 0.7   # the region to regenerate, greyed out
+    grid = make_grid(to_uint8(torch.cat([image, shown, out.to(image.dtype)])), nrow=args.num + 2, scale=args.scale)
+    save_image(grid, args.out)
+    note = " (UNTRAINED weights)" if untrained else ""
+    print(f"wrote {args.out}: original, region, {args.num} edit(s) with classes {labels.tolist()}{note}")
+
+
 # ------------------------------------------------------------------------------------------- convert
 def cmd_convert(args) -> None:
     from .checkpoint import save_model, save_tokenizer
@@ -157,6 +200,20 @@ def cmd_convert(args) -> None:
     elif args.family == "llamagen_vq":
         tok = load_official_llamagen_vq(args.weights, config)
         print(f"wrote {save_tokenizer(tok, args.out, extra={'source': str(args.weights)})}")
+    elif args.family == "var_vqvae":
+        from .convert.var_vqvae import load_official_var_vqvae
+        tok = load_official_var_vqvae(args.weights, config)
+        print(f"wrote {save_tokenizer(tok, args.out, extra={'source': str(args.weights)})}")
+    elif args.family in ("var", "mvar"):
+        from .convert.var import load_official_var
+        from .convert.var_vqvae import load_official_var_vqvae
+        if args.vae is None:
+            raise SystemExit(f"error: {args.family} needs --vae vae_ch160v4096z32.pth (the VQVAE it was trained with)")
+        vae = load_official_var_vqvae(args.vae)
+        model = load_official_var(args.family, args.weights, config, vocab_size=vae.codebook_size,
+                                  Cvae=vae.config.z_channels)
+        out = save_model(model, args.out, tokenizer=vae, extra={"source": str(args.weights)})
+        print(f"wrote {out} ({args.family.upper()} {sum(p.numel() for p in model.parameters()):,} params + VQVAE)")
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -195,15 +252,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true", help="show a per-token progress bar")
     s.set_defaults(fn=cmd_sample)
 
+    s = sub.add_parser("edit", help="zero-shot inpainting / outpainting / class-conditional editing of an image",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Regenerate a region of an image and keep the rest. VAR/M-VAR: any region "
+                       "(known tokens are teacher-forced at every scale). AiM: a bottom band, continued from the "
+                       "rows above it. The image is resized/cropped to the model's resolution.")
+    s.add_argument("--model", required=True, help="checkpoint directory (a pipeline with its tokenizer)")
+    s.add_argument("--tokenizer", default=None, help="tokenizer directory, if the model has none")
+    s.add_argument("--image", required=True, help="input image")
+    s.add_argument("--mask", default=None, help="mask image of the same size: white = regenerate "
+                   "(outpaint: white = keep)")
+    s.add_argument("--mode", choices=["inpaint", "outpaint"], default="inpaint")
+    s.add_argument("--keep", type=float, default=0.5, help="outpaint without --mask: centre fraction kept")
+    s.add_argument("--classes", default=None, help="class id(s) for the regenerated region, comma-separated")
+    s.add_argument("--num", type=int, default=4, help="number of edits")
+    s.add_argument("--cfg", type=float, default=2.0, help="guidance scale (1 = off)")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    s.add_argument("--scale", type=int, default=2, help="upscale the output grid")
+    s.add_argument("--device", default=None)
+    s.add_argument("--out", default="edit.png", help="output grid: original, region, edits")
+    s.set_defaults(fn=cmd_edit)
+
     s = sub.add_parser("convert", help="official checkpoint -> our checkpoint directory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Convert official weights (read without unpickling code) to a mambagen "
                        "directory. aim: the HF directory of hp-l33/aim-* (config.json + model.safetensors; the "
-                       "tokenizer inside is converted too) or a state dict + --config. llamagen_vq: vq_ds16_c2i.pt.")
-    s.add_argument("family", choices=["aim", "llamagen_vq"])
+                       "tokenizer inside is converted too) or a state dict + --config. llamagen_vq: vq_ds16_c2i.pt. "
+                       "var / mvar: var_d16.pth / d16.pth with --vae vae_ch160v4096z32.pth. var_vqvae: the VQVAE alone.")
+    s.add_argument("family", choices=["aim", "llamagen_vq", "var", "mvar", "var_vqvae"])
     s.add_argument("weights", help="official file or directory")
     s.add_argument("out", help="output directory")
-    s.add_argument("--config", default=None, help="official config as JSON (MambaConfig / ModelArgs fields)")
+    s.add_argument("--config", default=None, help="official config as JSON (MambaConfig / ModelArgs / VAR(...) "
+                   "fields); VAR/M-VAR configs are inferred from the tensors when omitted")
+    s.add_argument("--vae", default=None, help="var/mvar: the official VQVAE file (vae_ch160v4096z32.pth)")
     s.set_defaults(fn=cmd_convert)
 
     # subcommands defined next to the code they drive: each module has add_cli(subparsers)

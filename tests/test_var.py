@@ -84,3 +84,56 @@ def test_next_scale_training_through_the_shared_loop(tmp_path):
     with pytest.raises(ValueError, match="needs --tokenizer"):
         train(TrainConfig(data=str(tmp_path / "ids"), out=str(tmp_path / "x"), model="var-tiny", steps=1,
                           batch_size=4, device="cpu", progress=False))
+
+
+def test_edit_cli_inpaints_outpaints_and_names_bad_masks(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mambagen.cli import main
+
+    model, tok = _pair("mvar")
+    mambagen.save_model(model.float(), tmp_path / "pipe", tokenizer=tok.float())
+    Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "img.png")
+    mask = np.zeros((24, 24), np.uint8)
+    mask[8:16, 8:16] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(mask[:20]).save(tmp_path / "bad_mask.png")
+    base = ["edit", "--model", str(tmp_path / "pipe"), "--image", str(tmp_path / "img.png"), "--num", "2"]
+    assert main(base + ["--mask", str(tmp_path / "mask.png"), "--classes", "3", "--out", str(tmp_path / "a.png")]) == 0
+    assert main(base + ["--mode", "outpaint", "--keep", "0.5", "--out", str(tmp_path / "b.png")]) == 0
+    assert Image.open(tmp_path / "a.png").size[0] > Image.open(tmp_path / "a.png").size[1]
+    assert main(base + ["--mask", str(tmp_path / "bad_mask.png"), "--out", str(tmp_path / "c.png")]) == 2
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("var-d16", dict(depth=16, embed_dim=1024, num_heads=16, attn_l2_norm=True, shared_aln=False, L=680)),
+    ("mvar-d16", dict(depth=16, embed_dim=1024, num_heads=16, attn_l2_norm=False, shared_aln=False, L=680)),
+    ("var-d36", dict(depth=36, embed_dim=2304, num_heads=36, attn_l2_norm=True, shared_aln=True, L=2240)),
+])
+def test_released_var_configs_are_inferred_from_the_tensors(name, expect):
+    from mambagen.convert.var import infer_var_config
+    with torch.device("meta"):
+        state = create_model(name).state_dict()
+    cfg = infer_var_config(state)
+    L = expect.pop("L")
+    assert {k: cfg[k] for k in expect} == expect and sum(p * p for p in cfg["patch_nums"]) == L
+    assert cfg["num_classes"] == 1000
+
+
+def test_convert_official_var_file_to_a_pipeline_and_sample(tmp_path):
+    """A bare official state dict file + the official VQVAE file -> our pipeline, same outputs."""
+    from mambagen.convert.var import load_official_var
+
+    model, tok = _pair("var")
+    model, tok = model.float(), tok.float()
+    torch.save(model.state_dict(), tmp_path / "var_tiny.pth")
+    official = dict(depth=2, embed_dim=32, num_heads=2, num_classes=10, attn_l2_norm=True, patch_nums=[1, 2, 3, 4],
+                    flash_if_available=True, fused_if_available=True, cond_drop_rate=0.1)
+    loaded = load_official_var("var", tmp_path / "var_tiny.pth", official, vocab_size=256, Cvae=8)
+    ids = torch.randint(0, 256, (2, 30))
+    x = tok.quantize.idx_to_var_input(list(ids.split([1, 4, 9, 16], 1)))
+    labels = torch.tensor([0, 1])
+    torch.testing.assert_close(loaded(ids, labels, x)[0], model(ids, labels, x)[0])
+    with pytest.raises(Exception, match="does not know.*made_up"):
+        load_official_var("var", tmp_path / "var_tiny.pth", {**official, "made_up": 1}, vocab_size=256, Cvae=8)
