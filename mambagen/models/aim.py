@@ -245,12 +245,15 @@ class AiM(nn.Module):
             x = blk(x, c, None if group is None else group[:, i % group.shape[1]], lc)
         return self._head(x[:, -1], cache.final)
 
-    def step(self, tokens: torch.Tensor, cache: AiMCache, index: int) -> torch.Tensor:
-        """Feed image token number `index` (B,) and return logits (B, V) for token index + 1."""
+    def step(self, tokens: torch.Tensor, cache: AiMCache, index, block_step=None) -> torch.Tensor:
+        """Feed image token number `index` (int or 0-d tensor) and return logits (B, V) for token index + 1.
+
+        `block_step(block, x, mod, conv_state, ssm_state)` replaces `block.step` (the fast path
+        passes one compiled function that serves every block)."""
         x = self.tok_emb(tokens)
         if self.pos_emb is not None:
             x = x + self.pos_emb.weight[index + self.config.sample_position_shift]
         x = x.float()
         for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
-            x = blk.step(x, mod, lc)
+            x = blk.step(x, mod, lc) if block_step is None else block_step(blk, x, mod, lc.conv, lc.ssm)
         return self._head(x, cache.final)

@@ -1,0 +1,204 @@
+"""`mambagen bench`: generation and training throughput, measured side by side in one run.
+
+Random weights, class-conditional, CFG on. Generation times cover token generation only
+(the tokenizer's decode is timed separately); training times one optimizer step (bf16
+autocast, AdamW) on random tokens. Results: JSON (one record per measurement, DESIGN.md's
+fields) + a markdown table, with the device, torch version and command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .io import atomic_path, write_json
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}   # dense bf16 datasheet peaks, for MFU
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timeit(fn, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        _sync()
+        t = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+
+
+def _model(name: str, device, dtype):
+    from .models.registry import create_model
+    torch.manual_seed(0)
+    return create_model(name).to(device=device, dtype=dtype).eval()
+
+
+def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device) -> dict:
+    """Seconds per batch of `batch` images (tokens only) on the reference or the fast path."""
+    from .sample.fast import GraphedRasterSampler
+    from .sample.raster import generate_raster
+    from .sample.scales import generate_scales
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    model = _model(name, device, dtype)
+    labels = torch.arange(batch, device=device) % model.config.num_classes
+    g = torch.Generator(device=device).manual_seed(0)
+    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    t_setup = time.perf_counter()
+    if hasattr(model, "decode_scale"):
+        from .tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
+        c = model.config
+        quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
+                                                   image_size=c.patch_nums[-1] * 16)).to(device=device, dtype=dtype)
+        if path != "reference":
+            raise ValueError("next-scale models have one path here (carried state / KV cache)")
+        run = lambda: generate_scales(model, quantizer, labels, cfg=cfg_scale - 1, top_k=900, top_p=0.96, generator=g)
+    elif path == "reference":
+        run = lambda: generate_raster(model, labels, cfg_scale=cfg_scale, top_k=0, generator=g)
+    else:
+        sampler = GraphedRasterSampler(model, batch, cfg_scale=cfg_scale, top_k=0)
+        run = lambda: sampler.generate(labels, g)
+    with torch.no_grad():
+        run()                                                   # warm-up (and compilation)
+        setup = time.perf_counter() - t_setup
+        times = _timeit(run, repeat)
+    spb = sorted(times)[len(times) // 2]
+    return {"kind": "generation", "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
+            "precision": precision, "steps": getattr(model.config, "num_tokens", None),
+            "seconds_per_batch": spb, "images_per_s": batch / spb, "setup_s": setup, "repeats": times,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
+
+
+def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device) -> dict:
+    from .tokenizers import create_tokenizer
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    tok = create_tokenizer(tokenizer).to(device=device, dtype=dtype).eval()
+    n = getattr(tok, "num_tokens", None) or (tok.config.image_size // tok.downsample) ** 2
+    ids = torch.randint(0, tok.codebook_size, (batch, n), device=device)
+    with torch.no_grad():
+        tok.decode(ids)
+        times = _timeit(lambda: tok.decode(ids), repeat)
+    spb = sorted(times)[len(times) // 2]
+    return {"kind": "tokenizer_decode", "model": tokenizer, "batch": batch, "precision": precision,
+            "seconds_per_batch": spb, "images_per_s": batch / spb}
+
+
+def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False) -> dict:
+    """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
+    from .models.registry import count_params
+    from .train.optim import make_optimizer
+    torch.manual_seed(0)
+    model = _model(name, device, torch.float32).train()
+    cfg = model.config
+    N = cfg.num_tokens
+    tokens = torch.randint(0, cfg.vocab_size, (batch, N), device=device)
+    labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    extra = ()
+    if getattr(model, "needs_quantizer", False):
+        extra = (torch.randn(batch, N - cfg.patch_nums[0] ** 2, cfg.Cvae, device=device),)
+    opt = make_optimizer(model, 1e-4)
+    fwd = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        with autocast:
+            _, loss = fwd(tokens, labels, *extra)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
+    step(), step()
+    times = _timeit(step, repeat)
+    spt = sorted(times)[len(times) // 2]
+    params = count_params(model)
+    tps = batch * N / spt
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
+    return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
+            "compiled": compile_model, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
+            "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
+
+
+def to_markdown(records: list[dict], meta: dict) -> str:
+    lines = [f"# Benchmark: {meta['device']}", "", f"torch {meta['torch']}; command: `{meta['command']}`", ""]
+    gen = [r for r in records if r["kind"] == "generation"]
+    if gen:
+        lines += ["| model | path | batch | cfg | precision | s/batch | images/s | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['path']} | {r['batch']} | {r['cfg']} | {r['precision']} | "
+                  f"{r['seconds_per_batch']:.3f} | {r['images_per_s']:.1f} | {r['peak_gib'] or 0:.1f} |" for r in gen]
+    dec = [r for r in records if r["kind"] == "tokenizer_decode"]
+    if dec:
+        lines += ["", "| tokenizer decode | batch | precision | s/batch | images/s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch']} | {r['precision']} | {r['seconds_per_batch']:.4f} | "
+                  f"{r['images_per_s']:.0f} |" for r in dec]
+    tr = [r for r in records if r["kind"] == "training"]
+    if tr:
+        lines += ["", "| training | batch x tokens | precision | compiled | s/step | tokens/s | MFU | peak GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch']} x {r['tokens_per_sample']} | {r['precision']} | {r['compiled']} | "
+                  f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | "
+                  f"{(r['mfu'] or 0) * 100:.1f}% | {r['peak_gib'] or 0:.1f} |" for r in tr]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(args) -> Path:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    meta = {"device": _device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    records, errors = [], []
+
+    def attempt(fn, *a, **kw):
+        try:
+            r = fn(*a, **kw)
+            r.update(device=meta["device"], torch=meta["torch"])
+            records.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "repeats"}), flush=True)
+        except Exception as e:  # one failing measurement must not lose the others
+            errors.append(f"{fn.__name__}{a}: {type(e).__name__}: {e}")
+            print("FAILED", errors[-1], flush=True)
+
+    for spec in args.generate:
+        name, path = (spec.split(":") + ["reference"])[:2]
+        for batch in args.batch:
+            attempt(bench_generation, name, batch, args.precision, path, args.cfg, args.repeat, device)
+    for tok in args.decode:
+        attempt(bench_decode, tok, args.batch[0], args.precision, args.repeat, device)
+    for spec in args.train:
+        name, compiled = (spec.split(":") + [""])[:2]
+        attempt(bench_training, name, args.train_batch, args.precision, args.repeat, device, compiled == "compile")
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(to_markdown(records, meta) + ("\nFailed:\n" + "\n".join(f"- {e}" for e in errors) if errors else ""))
+    print(to_markdown(records, meta))
+    return out
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="generation / decode / training throughput, side by side",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
+    p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
+                   help="MODEL[:reference|fast] entries to time generation for")
+    p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
+    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile] entries to time a training step for")
+    p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
+    p.set_defaults(fn=run_bench)
