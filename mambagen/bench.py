@@ -155,30 +155,47 @@ def to_markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _measure(job: dict) -> dict:
+    device = torch.device(job["device"])
+    kind = job.pop("kind")
+    fn = {"generation": bench_generation, "decode": bench_decode, "training": bench_training}[kind]
+    return fn(**{**job, "device": device})
+
+
 def run_bench(args) -> Path:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Each measurement runs in its own process: a failure (or a poisoned CUDA context after a
+    failed graph capture) loses that one number only, and peak memory is per measurement."""
+    import subprocess
+
+    if args.single:
+        print("RESULT " + json.dumps(_measure(json.loads(args.single))), flush=True)
+        return Path(args.out)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     meta = {"device": _device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
-    records, errors = [], []
-
-    def attempt(fn, *a, **kw):
-        try:
-            r = fn(*a, **kw)
-            r.update(device=meta["device"], torch=meta["torch"])
-            records.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k != "repeats"}), flush=True)
-        except Exception as e:  # one failing measurement must not lose the others
-            errors.append(f"{fn.__name__}{a}: {type(e).__name__}: {e}")
-            print("FAILED", errors[-1], flush=True)
-
+    jobs = []
     for spec in args.generate:
         name, path = (spec.split(":") + ["reference"])[:2]
-        for batch in args.batch:
-            attempt(bench_generation, name, batch, args.precision, path, args.cfg, args.repeat, device)
-    for tok in args.decode:
-        attempt(bench_decode, tok, args.batch[0], args.precision, args.repeat, device)
+        jobs += [dict(kind="generation", name=name, batch=b, precision=args.precision, path=path, cfg_scale=args.cfg,
+                      repeat=args.repeat) for b in args.batch]
+    jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
+             for t in args.decode]
     for spec in args.train:
         name, compiled = (spec.split(":") + [""])[:2]
-        attempt(bench_training, name, args.train_batch, args.precision, args.repeat, device, compiled == "compile")
+        jobs.append(dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
+                         repeat=args.repeat, compile_model=compiled == "compile"))
+    records, errors = [], []
+    for job in jobs:
+        job["device"] = device
+        r = subprocess.run([sys.executable, "-m", "mambagen", "bench", "--single", json.dumps(job)],
+                           capture_output=True, text=True)
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if r.returncode == 0 and line:
+            rec = {**json.loads(line[7:]), "device": meta["device"], "torch": meta["torch"]}
+            records.append(rec)
+            print(json.dumps({k: v for k, v in rec.items() if k != "repeats"}), flush=True)
+        else:
+            errors.append(f"{job}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+            print("FAILED", errors[-1], flush=True)
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
     with atomic_path(out.with_suffix(".md")) as tmp:
@@ -201,4 +218,5 @@ def add_cli(subparsers) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
+    p.add_argument("--single", default=None, help=argparse.SUPPRESS)   # internal: one measurement, as JSON
     p.set_defaults(fn=run_bench)

@@ -26,3 +26,14 @@ def test_gumbel_max_samples_the_filtered_distribution():
     draws = sample_with_noise(logits, noise, 1.0, 0, 0.7)
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
+
+
+def test_gpt_fast_loop_with_device_index_equals_reference():
+    torch.manual_seed(0)
+    model = mambagen.create_model("gpt-tiny").eval()
+    with torch.no_grad():
+        model.output.weight.normal_(std=0.5)   # the official zero head would tie every logit
+    labels = torch.tensor([1, 2])
+    ref = generate_raster(model, labels, cfg_scale=2.0, top_k=1).tokens
+    fast = GraphedRasterSampler(model, 2, cfg_scale=2.0, top_k=1, compile_blocks=False, graph=False)
+    assert torch.equal(fast.generate(labels), ref)

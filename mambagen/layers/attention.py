@@ -30,7 +30,14 @@ class KVCache:
         shape = (batch, heads, length, head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
-    def write(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def write(self, start, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (B, H, l, hd) at [start, start + l). `start` may be a 0-d device tensor (one slot,
+        graph-safe: no host sync), then the whole cache is returned."""
+        if torch.is_tensor(start):
+            idx = start.reshape(1) + torch.arange(k.shape[2], device=start.device)
+            self.k.index_copy_(2, idx, k)
+            self.v.index_copy_(2, idx, v)
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v

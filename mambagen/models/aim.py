@@ -252,7 +252,9 @@ class AiM(nn.Module):
         passes one compiled function that serves every block)."""
         x = self.tok_emb(tokens)
         if self.pos_emb is not None:
-            x = x + self.pos_emb.weight[index + self.config.sample_position_shift]
+            row = index + self.config.sample_position_shift
+            # a device index is looked up, never indexed with (that would sync with the host)
+            x = x + (self.pos_emb(row.reshape(1)) if torch.is_tensor(row) else self.pos_emb.weight[row])
         x = x.float()
         for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
             x = blk.step(x, mod, lc) if block_step is None else block_step(blk, x, mod, lc.conv, lc.ssm)

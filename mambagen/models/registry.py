@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 import torch.nn as nn
 
 from .aim import AiM, AiMConfig
+from .gpt import GPT, GPTConfig
+from .gpt import SIZES as GPT_SIZES
 from .mvar import MVAR, MVARConfig
 from .var import VAR, VARConfig
 
@@ -18,6 +20,7 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "aim": (AiMConfig, AiM),
     "var": (VARConfig, VAR),
     "mvar": (MVARConfig, MVAR),
+    "gpt": (GPTConfig, GPT),
 }
 
 
@@ -112,3 +115,8 @@ register("var-tiny", "var", "tests: 2 blocks, 32 wide", None, depth=2, embed_dim
          Cvae=8, num_classes=10, patch_nums=(1, 2, 3, 4))
 register("mvar-tiny", "mvar", "tests: 2 blocks, 32 wide", None, depth=2, embed_dim=32, num_heads=2, vocab_size=256,
          Cvae=8, num_classes=10, patch_nums=(1, 2, 3, 4), d_state=16, headdim=16, chunk_size=16)
+
+# ---------------------------------------------------------------------------- LlamaGen GPT (the raster baseline)
+for _name, (_kw, _n) in GPT_SIZES.items():
+    register(_name, "gpt", f"LlamaGen GPT-{_name.split('-')[1].upper()}" if _n else "tests: 2 layers, 64 wide",
+             _n, **_kw)

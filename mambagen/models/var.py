@@ -224,9 +224,10 @@ class NextScaleBase(nn.Module):
         return self.word_embed(next_map_BCvhw.flatten(2).transpose(1, 2)) + self.level_pos(b, e)
 
     def logits(self, x_BLC, cond):
-        """The head runs in at least float32 (as the official code under autocast)."""
-        acc = torch.promote_types(x_BLC.dtype, torch.float32)
-        return self.head(self.head_nm(x_BLC.to(acc), cond).to(acc))
+        """Logits in at least float32 (the head itself runs in the weights' dtype, or autocast's)."""
+        w = self.head.weight.dtype
+        out = self.head(self.head_nm(x_BLC.to(w), cond.to(w)))
+        return out.to(torch.promote_types(out.dtype, torch.float32))
 
     def sequence_input(self, labels, x_BLCv):
         """Teacher forcing: (B, L, C) from labels and the VAE's maps of scales 2..S (B, L - first_l, Cvae)."""

@@ -28,6 +28,8 @@ RUNNERS = {
     "var": "mambagen.parity.var:run_var",
     "mvar": "mambagen.parity.var:run_var",
     "var_quant": "mambagen.parity.var_vqvae:run_var_quant",
+    "gpt": "mambagen.parity.gpt:run_gpt",
+    "arpg": "mambagen.parity.arpg:run_arpg",
 }
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "golden"

@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import torch
 
+from ..layers.attention import KVCache
 from ..layers.mamba2 import Mamba2Cache
 from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
 
 
-def _block_step(blk, x, mod, conv, ssm):
+def _aim_block_step(blk, x, mod, conv, ssm):
     return blk.step(x, mod, Mamba2Cache(conv, ssm))
+
+
+def _gpt_block_step(layer, x, rope, k, v, pos, visible):
+    return layer.step(x, rope, KVCache(k, v), pos, visible)
+
+
+def compiled_block_step(model):
+    """One compiled block step for every block of the model (regional compilation), or None."""
+    fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(type(model).__name__)
+    return None if fn is None else torch.compile(fn, fullgraph=True, dynamic=False)
 
 
 def sample_with_noise(logits, noise, temperature: float, top_k: int, top_p: float):
@@ -52,8 +63,7 @@ class GraphedRasterSampler:
         self.tok_out = torch.zeros(batch, dtype=torch.long, device=p.device)
         self.index = torch.zeros((), dtype=torch.long, device=p.device)
         self.noise = torch.rand(batch, V, device=p.device)
-        self.block_step = (torch.compile(_block_step, fullgraph=True, dynamic=False)
-                           if compile_blocks and hasattr(model.blocks[0], "mixer") else None)
+        self.block_step = compiled_block_step(model) if compile_blocks else None
         self.graph = None
         if graph and p.is_cuda:
             self._capture()

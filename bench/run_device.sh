@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One device call: environment, GPU checks of the fast paths, then the side-by-side benchmark.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/env.txt
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a $OUT/env.txt
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH=$PWD
+python3 bench/check_fast_gpu.py $OUT/fast_checks.json 2>&1 | tail -5
+python3 -m mambagen bench --generate aim-b:fast aim-l:reference aim-l:fast aim-xl:fast mvar-d16 var-d16 \
+  --decode vq-f16 msvq-f16 --train aim-l gpt-l --batch 16 --train-batch 64 --precision bf16 --repeat 3 \
+  --out $OUT/h100_bench 2>&1 | grep -v Warning | tail -40
