@@ -14,6 +14,7 @@ from mambagen.sample.fast import GraphedRasterSampler
 from mambagen.sample.raster import generate_raster
 
 
+@torch.no_grad()
 def check(name, batch=4, **overrides):
     torch.manual_seed(0)
     model = mambagen.create_model(name, **overrides).cuda().eval()
@@ -50,13 +51,14 @@ if __name__ == "__main__":
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     import subprocess
-    if len(sys.argv) > 2:   # one model per process: a failed capture must not poison the others
-        name, batch = sys.argv[2], int(sys.argv[3])
-        json.dump(check(name, batch=batch), open(sys.argv[1], "w"))
+    if len(sys.argv) > 2 and sys.argv[2] == "--one":   # one model per process: a failed capture stays there
+        json.dump(check(sys.argv[3], batch=int(sys.argv[4])), open(sys.argv[1], "w"))
         sys.exit(0)
     results = []
-    for name, batch in (("aim-tiny", 4), ("gpt-tiny", 4), ("aim-b", 4), ("gpt-b", 4), ("aim-l", 2)):
-        r = subprocess.run([sys.executable, __file__, "/tmp/one.json", name, str(batch)], capture_output=True, text=True)
+    for name in sys.argv[2:] or ["aim-b", "gpt-b"]:
+        batch = 4
+        r = subprocess.run([sys.executable, __file__, "/tmp/one.json", "--one", name, str(batch)],
+                           capture_output=True, text=True)
         results.append(json.load(open("/tmp/one.json")) if r.returncode == 0 else
                        {"model": name, "error": r.stderr[-2000:]})
     for r in results:

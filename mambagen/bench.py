@@ -66,6 +66,9 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
         if path != "reference":
             raise ValueError("next-scale models have one path here (carried state / KV cache)")
         run = lambda: generate_scales(model, quantizer, labels, cfg=cfg_scale - 1, top_k=900, top_p=0.96, generator=g)
+    elif hasattr(model, "decode_step"):
+        from .sample.random_order import generate_random_order
+        run = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=cfg_scale, top_k=0, generator=g)
     elif path == "reference":
         run = lambda: generate_raster(model, labels, cfg_scale=cfg_scale, top_k=0, generator=g)
     else:
@@ -74,7 +77,7 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
     with torch.no_grad():
         run()                                                   # warm-up (and compilation)
         setup = time.perf_counter() - t_setup
-        times = _timeit(run, repeat)
+        times = _timeit(run, 1 if path == "reference" and setup > 5 else repeat)   # slow references: once
     spb = sorted(times)[len(times) // 2]
     return {"kind": "generation", "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
             "precision": precision, "steps": getattr(model.config, "num_tokens", None),
@@ -109,6 +112,8 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     extra = ()
     if getattr(model, "needs_quantizer", False):
         extra = (torch.randn(batch, N - cfg.patch_nums[0] ** 2, cfg.Cvae, device=device),)
+    if hasattr(model, "draw_orders"):
+        extra = (model.draw_orders(batch).to(device),)
     opt = make_optimizer(model, 1e-4)
     fwd = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -196,6 +201,7 @@ def run_bench(args) -> Path:
         else:
             errors.append(f"{job}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
             print("FAILED", errors[-1], flush=True)
+        write_json(Path(args.out).with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
     out = Path(args.out)
     write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
     with atomic_path(out.with_suffix(".md")) as tmp:

@@ -74,7 +74,7 @@ class ARPGConfig:
         if self.head_dim % 4:
             raise ValueError(f"{name}: 2-D RoPE needs head_dim = dim / n_head divisible by 4, got {self.head_dim}")
         if self.n_layer < 2:
-            raise ValueError(f"{name}: n_layer must be >= 2 (half self-decoder, half cross-decoder), got {self.n_layer}")
+            raise ValueError(f"{name}: n_layer must be >= 2 (half self-, half cross-decoder), got {self.n_layer}")
         if self.grid ** 2 != self.num_tokens:
             raise ValueError(f"{name}: num_tokens {self.num_tokens} is not a square grid")
         if self.cls_token_num < 1:

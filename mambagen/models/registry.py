@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 import torch.nn as nn
 
 from .aim import AiM, AiMConfig
+from .arpg import ARPG, ARPGConfig
+from .arpg import SIZES as ARPG_SIZES
 from .gpt import GPT, GPTConfig
 from .gpt import SIZES as GPT_SIZES
 from .mvar import MVAR, MVARConfig
@@ -21,6 +23,7 @@ FAMILIES: dict[str, tuple[type, type]] = {
     "var": (VARConfig, VAR),
     "mvar": (MVARConfig, MVAR),
     "gpt": (GPTConfig, GPT),
+    "arpg": (ARPGConfig, ARPG),
 }
 
 
@@ -120,3 +123,7 @@ register("mvar-tiny", "mvar", "tests: 2 blocks, 32 wide", None, depth=2, embed_d
 for _name, (_kw, _n) in GPT_SIZES.items():
     register(_name, "gpt", f"LlamaGen GPT-{_name.split('-')[1].upper()}" if _n else "tests: 2 layers, 64 wide",
              _n, **_kw)
+
+# ---------------------------------------------------------------------------- ARPG (random order, parallel decoding)
+for _name, (_kw, _n) in ARPG_SIZES.items():
+    register(_name, "arpg", f"ARPG-{_name.split('-')[1].upper()}" if _n else "tests: 4 layers, 64 wide", _n, **_kw)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .random_order import generate_random_order
 from .raster import generate_raster
 from .scales import generate_scales
 
@@ -25,10 +26,11 @@ def check_pair(generator, tokenizer) -> None:
 @torch.no_grad()
 def sample_images(generator, tokenizer, labels: torch.Tensor, *, cfg_scale: float = 1.0, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, rng: torch.Generator | None = None,
-                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress: bool = False, num_iter: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns images (B, 3, H, W) in [-1, 1] and their tokens (B, N).
 
-    `cfg_scale` is the guidance scale (1 = off). Next-scale models (VAR, M-VAR) reach it at the
+    `cfg_scale` is the guidance scale (1 = off). ARPG decodes in `num_iter` parallel steps with the
+    official linear CFG ramp. Next-scale models (VAR, M-VAR) reach it at the
     last scale, ramping up from 1 at the first, as the official samplers do (their `cfg` = cfg_scale - 1).
     """
     check_pair(generator, tokenizer)
@@ -36,7 +38,12 @@ def sample_images(generator, tokenizer, labels: torch.Tensor, *, cfg_scale: floa
         res = generate_scales(generator, tokenizer.quantize, labels, cfg=cfg_scale - 1, temperature=temperature,
                               top_k=top_k, top_p=top_p, generator=rng)
         return tokenizer.fhat_to_img(res.f_hat).clamp(-1, 1), torch.cat(res.indices, dim=1)
-    res = generate_raster(generator, labels, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k,
-                          top_p=top_p, generator=rng, progress=progress)
+    if hasattr(generator, "decode_step"):   # ARPG: random order, many tokens per step
+        res = generate_random_order(generator, labels, num_iter=min(num_iter, generator.config.num_tokens),
+                                    cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=rng)
+    else:
+        res = generate_raster(generator, labels, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k,
+                              top_p=top_p, generator=rng, progress=progress)
     images = tokenizer.decode(res.tokens, grid=generator.config.grid).clamp(-1, 1)
     return images, res.tokens

@@ -106,13 +106,17 @@ def _make_model(cfg: TrainConfig, data: TokenDataset):
     return create_model(cfg.model, **{**shape, **cfg.model_overrides})
 
 
-def _forward(model, tokens, labels, quantizer):
-    """logits, loss = model(...); next-scale models also get the VAE's teacher-forcing input."""
-    if quantizer is None:
-        return model(tokens, labels)
-    with torch.no_grad():
-        x_BLCv = quantizer.idx_to_var_input(quantizer_split(quantizer, tokens))
-    return model(tokens, labels, x_BLCv)
+def _forward(model, tokens, labels, quantizer, generator=None):
+    """logits, loss = model(...); next-scale models also get the VAE's teacher-forcing input, random-order
+    models (ARPG) a fresh order per sample drawn from `generator`."""
+    if quantizer is not None:
+        with torch.no_grad():
+            x_BLCv = quantizer.idx_to_var_input(quantizer_split(quantizer, tokens))
+        return model(tokens, labels, x_BLCv)
+    raw = unwrap(model)
+    if hasattr(raw, "draw_orders"):
+        return model(tokens, labels, raw.draw_orders(tokens.shape[0], generator=generator).to(tokens.device))
+    return model(tokens, labels)
 
 
 def quantizer_split(quantizer, tokens_BL):
@@ -134,8 +138,9 @@ def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocas
     idx = torch.arange(info.rank, len(data) - len(data) % info.world, info.world)
     for chunk in idx.split(batch):
         tokens, labels = data.batch(chunk)
-        with autocast:
-            _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer)
+        with autocast:   # ARPG: a fixed seed per batch, so held-out numbers are comparable across evals
+            _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer,
+                               torch.Generator().manual_seed(int(chunk[0])))
         total += loss.double() * len(chunk)
         count += len(chunk)
     stats = all_reduce_mean(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=info.device)]), info)
@@ -247,7 +252,7 @@ def _train(cfg: TrainConfig, info) -> Path:
             labels = drop_labels(labels, p_drop, mcfg.num_classes, generator=g)
             sync = m == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
             with (nullcontext() if sync else model.no_sync()), autocast:
-                _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer)
+                _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer, g)
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach() / cfg.grad_accum
         loss_avg = all_reduce_mean(loss_sum, info)
