@@ -63,12 +63,21 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
         c = model.config
         quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
                                                    image_size=c.patch_nums[-1] * 16)).to(device=device, dtype=dtype)
-        if path != "reference":
-            raise ValueError("next-scale models have one path here (carried state / KV cache)")
-        run = lambda: generate_scales(model, quantizer, labels, cfg=cfg_scale - 1, top_k=900, top_p=0.96, generator=g)
+        call = lambda lab, gen: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, top_k=900, top_p=0.96,
+                                                generator=gen).f_hat
     elif hasattr(model, "decode_step"):
         from .sample.random_order import generate_random_order
-        run = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=cfg_scale, top_k=0, generator=g)
+        call = lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
+                                                      generator=gen).tokens
+    else:
+        call = None
+    if call is not None and path == "graph":        # the whole call as one CUDA graph
+        from .sample.graphs import GraphedCall
+        torch.cuda.manual_seed(0)
+        graphed = GraphedCall(lambda lab: call(lab, None), labels)
+        run = lambda: graphed(labels)
+    elif call is not None:
+        run = lambda: call(labels, g)
     elif path == "reference":
         run = lambda: generate_raster(model, labels, cfg_scale=cfg_scale, top_k=0, generator=g)
     else:
@@ -105,6 +114,8 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32).train()
+    from .layers.mamba2 import set_scan_chunk
+    set_scan_chunk(model, 64)
     cfg = model.config
     N = cfg.num_tokens
     tokens = torch.randint(0, cfg.vocab_size, (batch, N), device=device)

@@ -18,6 +18,8 @@ def drop_labels(labels: torch.Tensor, p: float, null_class: int,
 
 def check_labels(labels: torch.Tensor, num_classes: int, allow_null: bool = True) -> None:
     """Clear error for class ids outside [0, num_classes) (num_classes itself is the null class)."""
+    if labels.is_cuda and torch.cuda.is_current_stream_capturing():
+        return   # no host sync inside a CUDA graph: the caller checks labels before each replay
     hi = num_classes + (1 if allow_null else 0)
     if labels.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"class labels must be integer tensors, got {labels.dtype}")

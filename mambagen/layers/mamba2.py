@@ -62,6 +62,7 @@ class Mamba2(nn.Module):
         self.d_inner, self.nheads, self.ngroups, self.chunk_size = d_inner, nheads, ngroups, chunk_size
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.dt_range = (dt_min, dt_max, dt_init_floor)
+        self.scan_chunk: int | None = None   # chunk of the reference scan if not chunk_size (see set_scan_chunk)
         self.dt_limit = tuple(dt_limit)
         self.A_init_range = A_init_range
 
@@ -137,7 +138,7 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
-        y, final_state = ssd_chunked(x, dt, A, B, C, self.chunk_size,
+        y, final_state = ssd_chunked(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
                                      initial_state=cache.ssm if cache is not None else None)
         if cache is not None:
             cache.ssm.copy_(final_state)
@@ -159,3 +160,14 @@ class Mamba2(nn.Module):
         y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
         cache.ssm.copy_(new_state)
         return self._output(y, x, z)
+
+
+def set_scan_chunk(model: nn.Module, chunk: int | None) -> None:
+    """Run every Mamba2 scan of `model` in chunks of `chunk` (None: the config's chunk_size).
+
+    The result does not depend on the chunk (tested); the memory of the reference scan does: its
+    quadratic in-chunk term holds (batch, heads, length, chunk) values, so training uses small chunks.
+    """
+    for m in model.modules():
+        if isinstance(m, Mamba2):
+            m.scan_chunk = chunk

@@ -58,8 +58,10 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, initial_state=None):
     a_cum = a.cumsum(dim=-1)
 
     # 1. inside each chunk: attention-like quadratic form with the decay mask
-    Lmask = torch.exp(segsum(a))                                      # (b, h, c, q, q)
-    y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", Cc, Bc, Lmask, X)
+    #    (three explicit steps: one 4-operand einsum can materialise a (q, q, h, n) product)
+    Lmask = torch.exp(segsum(a)).transpose(1, 2)                      # (b, c, h, q, q)
+    scores = torch.einsum("bclhn,bcshn->bchls", Cc, Bc) * Lmask      # (b, c, h, q, q)
+    y_diag = torch.einsum("bchls,bcshp->bclhp", scores, X)
 
     # 2. the state each chunk produces on its own (decayed to the chunk's end)
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)                 # (b, h, c, q)

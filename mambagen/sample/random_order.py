@@ -149,7 +149,8 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
     if order.shape[-1] != N or order.dim() not in (1, 2):
         raise ValueError(f"order must be (N,) or (B, N) with N = {N}, got {tuple(order.shape)}")
     order = order.expand(B, N)
-    if not torch.equal(order.sort(dim=1).values, torch.arange(N, device=device).expand(B, N)):
+    capturing = order.is_cuda and torch.cuda.is_current_stream_capturing()   # no host sync in a graph
+    if not capturing and not torch.equal(order.sort(dim=1).values, torch.arange(N, device=device).expand(B, N)):
         raise ValueError("order must be a permutation of the grid positions 0 .. N-1")
 
     # 2. known tokens first
