@@ -15,6 +15,23 @@ from mambagen.sample.raster import generate_raster
 
 
 @torch.no_grad()
+def check_ssm_kernel():
+    """The fused Triton SSM step against the reference `ssd_step`, fresh random inputs per shape."""
+    from mambagen.layers import kernels
+    from mambagen.layers.ssd_ref import ssd_step
+    out = []
+    for b, h, p, n, g in ((32, 32, 64, 128, 1), (3, 6, 48, 16, 2), (5, 4, 16, 64, 4)):
+        state = torch.randn(b, h, p, n, device="cuda")
+        x, dt = torch.randn(b, h, p, device="cuda"), torch.rand(b, h, device="cuda")
+        A, B, C = -torch.rand(h, device="cuda") * 4, torch.randn(b, g, n, device="cuda"), torch.randn(b, g, n, device="cuda")
+        y_ref, s_ref = ssd_step(state.double(), x.double(), dt.double(), A.double(), B.double(), C.double())
+        y = kernels.ssm_step_inplace(state, x, dt, A, B, C)
+        out.append({"shape": [b, h, p, n, g], "y_rel_err": ((y - y_ref).norm() / y_ref.norm()).item(),
+                    "state_rel_err": ((state - s_ref).norm() / s_ref.norm()).item()})
+    return {"model": "ssm_step_inplace (Triton)", "checks": out}
+
+
+@torch.no_grad()
 def check_whole_graph(name, batch=4):
     """VAR / M-VAR / ARPG: the whole sampling call captured as one CUDA graph == the eager call (greedy)."""
     from mambagen.sample.graphs import GraphedCall
@@ -86,6 +103,9 @@ if __name__ == "__main__":
     torch.backends.cudnn.allow_tf32 = False
     import subprocess
     if len(sys.argv) > 2 and sys.argv[2] == "--one":   # one model per process: a failed capture stays there
+        if sys.argv[3] == "ssm-kernel":
+            json.dump(check_ssm_kernel(), open(sys.argv[1], "w"))
+            sys.exit(0)
         fn = check if sys.argv[3].split("-")[0] in ("aim", "gpt") else check_whole_graph
         json.dump(fn(sys.argv[3], batch=int(sys.argv[4])), open(sys.argv[1], "w"))
         sys.exit(0)

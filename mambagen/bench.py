@@ -96,11 +96,11 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
 
 def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device) -> dict:
     from .tokenizers import create_tokenizer
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    tok = create_tokenizer(tokenizer).to(device=device, dtype=dtype).eval()
+    tok = create_tokenizer(tokenizer).to(device=device).eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     n = getattr(tok, "num_tokens", None) or (tok.config.image_size // tok.downsample) ** 2
     ids = torch.randint(0, tok.codebook_size, (batch, n), device=device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         tok.decode(ids)
         times = _timeit(lambda: tok.decode(ids), repeat)
     spb = sorted(times)[len(times) // 2]
@@ -108,7 +108,8 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
             "seconds_per_batch": spb, "images_per_s": batch / spb}
 
 
-def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False) -> dict:
+def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
+                   checkpointing: bool = False) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
     from .models.registry import count_params
     from .train.optim import make_optimizer
@@ -116,6 +117,9 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     model = _model(name, device, torch.float32).train()
     from .layers.mamba2 import set_scan_chunk
     set_scan_chunk(model, 64)
+    if checkpointing:
+        from .train.memory import checkpoint_blocks
+        checkpoint_blocks(model)
     cfg = model.config
     N = cfg.num_tokens
     tokens = torch.randint(0, cfg.vocab_size, (batch, N), device=device)
@@ -144,7 +148,7 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     tps = batch * N / spt
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
     return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
-            "compiled": compile_model, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
+            "compiled": compile_model, "checkpointing": checkpointing, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
             "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
 
@@ -163,9 +167,10 @@ def to_markdown(records: list[dict], meta: dict) -> str:
                   f"{r['images_per_s']:.0f} |" for r in dec]
     tr = [r for r in records if r["kind"] == "training"]
     if tr:
-        lines += ["", "| training | batch x tokens | precision | compiled | s/step | tokens/s | MFU | peak GiB |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| training | batch x tokens | precision | compiled | checkpointing | s/step | tokens/s | MFU | peak GiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch']} x {r['tokens_per_sample']} | {r['precision']} | {r['compiled']} | "
+                  f"{r.get('checkpointing', False)} | "
                   f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | "
                   f"{(r['mfu'] or 0) * 100:.1f}% | {r['peak_gib'] or 0:.1f} |" for r in tr]
     return "\n".join(lines) + "\n"
@@ -195,10 +200,10 @@ def run_bench(args) -> Path:
                       repeat=args.repeat) for b in args.batch]
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
-    for spec in args.train:
-        name, compiled = (spec.split(":") + [""])[:2]
+    for spec in args.train:   # MODEL[:compile][:ckpt]
+        name, *opts = spec.split(":")
         jobs.append(dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
-                         repeat=args.repeat, compile_model=compiled == "compile"))
+                         repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts))
     records, errors = [], []
     for job in jobs:
         job["device"] = device
@@ -227,7 +232,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
                    help="MODEL[:reference|fast] entries to time generation for")
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
-    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile] entries to time a training step for")
+    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt] entries to time a training step "
+                   "for (ckpt: activation checkpointing)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")

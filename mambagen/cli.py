@@ -11,7 +11,7 @@ import torch
 
 from .io import CheckpointError
 
-SUBCOMMAND_MODULES: list[str] = ["mambagen.data.tokens", "mambagen.train.loop", "mambagen.data.emoji", "mambagen.train.tokenizer", "mambagen.bench"]
+SUBCOMMAND_MODULES: list[str] = ["mambagen.data.tokens", "mambagen.train.loop", "mambagen.data.emoji", "mambagen.train.tokenizer", "mambagen.bench", "mambagen.eval.cli"]
 
 UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
 

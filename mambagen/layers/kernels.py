@@ -18,9 +18,12 @@ mamba_chunk_scan_combined = _optional("mamba_ssm.ops.triton.ssd_combined", "mamb
 selective_state_update = _optional("mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
 causal_conv1d_fn = _optional("causal_conv1d", "causal_conv1d_fn")
 causal_conv1d_update = _optional("causal_conv1d", "causal_conv1d_update")
+# our own Triton kernels (need Triton and a GPU at run time)
+ssm_step_inplace = _optional("mambagen.kernels.ssm_step", "ssm_step_inplace")
 
 
 def available() -> dict[str, bool]:
     """Which optional kernels were found (for `mambagen info`)."""
     return {name: globals()[name] is not None for name in (
-        "mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update")}
+        "mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
+        "ssm_step_inplace")}

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import kernels
 from .norm import RMSNormGated
 from .ssd_ref import ssd_chunked, ssd_step
 
@@ -157,8 +158,11 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
         dt, A = self._dt_A(dt, cache.ssm.dtype)                    # (B, h), (h,)
-        y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
-        cache.ssm.copy_(new_state)
+        if kernels.ssm_step_inplace is not None and x.is_cuda and cache.ssm.dtype == torch.float32:
+            y = kernels.ssm_step_inplace(cache.ssm, x, dt, A, B, C)   # fused: the state is read and written once
+        else:
+            y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
+            cache.ssm.copy_(new_state)
         return self._output(y, x, z)
 
 

@@ -45,6 +45,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, initial_state=None):
     Computed in float32 (or float64 when given float64) whatever the input dtype.
     """
     b, l, h, p = x.shape
+    chunk_size = min(chunk_size, l)   # the result does not depend on the chunk; never pad a short input up
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     B, C = _heads(B, h), _heads(C, h)                                 # (b, l, h, n)

@@ -31,7 +31,8 @@ def _gpt_block_step(layer, x, rope, k, v, pos, visible):
 def compiled_block_step(model):
     """One compiled block step for every block of the model (regional compilation), or None."""
     fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(type(model).__name__)
-    return None if fn is None else torch.compile(fn, fullgraph=True, dynamic=False)
+    # fullgraph=False: a custom kernel the compiler cannot trace splits the region instead of failing
+    return None if fn is None else torch.compile(fn, fullgraph=False, dynamic=False)
 
 
 def sample_with_noise(logits, noise, temperature: float, top_k: int, top_p: float):

@@ -25,6 +25,7 @@ from ..io import CheckpointError, atomic_path, load_safetensors, load_torch_file
 from ..layers.embed import drop_labels
 from ..layers.mamba2 import set_scan_chunk
 from ..models.registry import FAMILIES, create_model, get_spec
+from .memory import checkpoint_blocks
 from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
                    unwrap, wrap_model)
 from .logging import RunLogger
@@ -57,6 +58,7 @@ class TrainConfig:
     precision: str = "auto"             # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     strategy: str = "ddp"               # ddp or fsdp (for several processes)
     scan_chunk: int = 64                # Mamba2 scan chunk while training (memory; results do not depend on it)
+    checkpointing: bool = False         # recompute each block in the backward pass (activation memory / compute)
     ckpt_every: int = 500
     keep_last: int = 3
     log_every: int = 10
@@ -189,6 +191,8 @@ def _train(cfg: TrainConfig, info) -> Path:
     torch.manual_seed(cfg.seed)
     raw = _make_model(cfg, data).to(info.device)
     set_scan_chunk(raw, cfg.scan_chunk)
+    if cfg.checkpointing:
+        checkpoint_blocks(raw)
     mcfg = raw.config
     if (mcfg.vocab_size, mcfg.num_tokens) != (data.vocab_size, data.num_tokens) or mcfg.num_classes < data.num_classes:
         raise ValueError(f"model (vocab {mcfg.vocab_size}, {mcfg.num_tokens} tokens, {mcfg.num_classes} classes) "
@@ -340,6 +344,7 @@ def add_cli(subparsers) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name], help=helps[name])
     p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (None: the model's)")
     p.add_argument("--scan-chunk", type=int, default=64, help="Mamba2 scan chunk while training (memory only)")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="how several processes share the model")
