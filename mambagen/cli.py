@@ -11,6 +11,7 @@ import torch
 
 from .io import CheckpointError
 
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "emoji-aim-demo"
 SUBCOMMAND_MODULES: list[str] = ["mambagen.data.tokens", "mambagen.train.loop", "mambagen.data.emoji", "mambagen.train.tokenizer", "mambagen.bench", "mambagen.eval.cli"]
 
 UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
@@ -55,6 +56,8 @@ def _resolve(args, device):
 
     untrained = False
     tokenizer = None
+    if args.model == "demo":   # the pipeline shipped in the package
+        args.model = str(DEMO_DIR)
     if Path(args.model).exists():
         obj = load(args.model, device=device, ema=args.ema)
         generator, tokenizer = (obj.generator, obj.tokenizer) if isinstance(obj, Pipeline) else (obj, None)
@@ -228,10 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample a PNG grid (and optionally an .npz) of class-conditional images",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Sample images. --model is a checkpoint directory (ours; `mambagen convert` "
-                       "makes one from official weights) or a registered name, which is built with RANDOM weights "
-                       "(useful to check the pipeline; the grid is labelled untrained).")
-    s.add_argument("--model", default="aim-tiny", help="checkpoint directory or registered model name")
+                       description="Sample images. --model is 'demo' (the AiM + tokenizer trained on the emoji demo "
+                       "data, shipped in the package), a checkpoint directory (ours; `mambagen convert` makes one "
+                       "from official weights) or a registered name, which is built with RANDOM weights (useful to "
+                       "check the pipeline; the grid is labelled untrained).")
+    s.add_argument("--model", default="demo", help="'demo', a checkpoint directory or a registered model name")
     s.add_argument("--tokenizer", default=None, help="tokenizer directory or registered tokenizer name "
                    "(default: the checkpoint's own; vq-tiny for a registered model)")
     s.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")

@@ -84,7 +84,8 @@ def test_cli_sample_from_checkpoint_writes_grid_and_npz(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--model", "aim-nope"], "neither a checkpoint directory nor a registered model"),
-    (["sample", "--classes", "10"], "out of range: this model has 10 classes"),
+    (["sample", "--classes", "9"], "out of range: this model has 9 classes"),
+    (["sample", "--model", "aim-tiny", "--classes", "10"], "out of range: this model has 10 classes"),
     (["sample", "--cfg", "-2"], "cfg scale must be >= 0"),
     (["sample", "--top-p", "0"], "top-p must be in"),
 ])

