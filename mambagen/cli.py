@@ -157,6 +157,17 @@ def cmd_edit(args) -> None:
     generator, tokenizer, untrained = _resolve(args, device)
     size = image_size_of(generator, tokenizer)
     image = load_image(args.image, size)[None].to(device)                       # (1, 3, S, S)
+    classes = _parse_classes(args.classes, generator.config.num_classes)
+    labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=device)
+    rng = torch.Generator(device=device).manual_seed(args.seed)
+    sampling = dict(cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.canvas:   # ARPG: a larger canvas around the image (outpainting / resolution expansion)
+        from .sample.edit import outpaint_canvas
+        out = outpaint_canvas(generator, tokenizer, image.expand(args.num, -1, -1, -1), labels, args.canvas,
+                              generator=rng, **sampling)
+        save_image(make_grid(to_uint8(out), nrow=args.num, scale=args.scale), args.out)
+        print(f"wrote {args.out}: {args.num} outpaintings on a {args.canvas}x{args.canvas}-token canvas")
+        return
     if args.mask is not None:
         try:
             mask = Image.open(args.mask).convert("L")
@@ -174,11 +185,7 @@ def cmd_edit(args) -> None:
     else:
         raise SystemExit("error: --mask is required for inpainting (white = regenerate)")
     region = region.to(device)
-    classes = _parse_classes(args.classes, generator.config.num_classes)
-    labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=device)
-    rng = torch.Generator(device=device).manual_seed(args.seed)
-    out = edit(generator, tokenizer, image.expand(args.num, -1, -1, -1), region, labels, cfg_scale=args.cfg,
-               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, rng=rng)
+    out = edit(generator, tokenizer, image.expand(args.num, -1, -1, -1), region, labels, rng=rng, **sampling)
     shown = image.clone()
     shown[:, :, region] = shown[:, :, region] * 0.3 + 0.7   # the region to regenerate, greyed out
     grid = make_grid(to_uint8(torch.cat([image, shown, out.to(image.dtype)])), nrow=args.num + 2, scale=args.scale)
@@ -207,6 +214,14 @@ def cmd_convert(args) -> None:
         from .convert.var_vqvae import load_official_var_vqvae
         tok = load_official_var_vqvae(args.weights, config)
         print(f"wrote {save_tokenizer(tok, args.out, extra={'source': str(args.weights)})}")
+    elif args.family in ("gpt", "arpg"):
+        from .convert.arpg import load_official_arpg
+        from .convert.gpt import load_official_gpt
+        model = (load_official_gpt if args.family == "gpt" else load_official_arpg)(args.weights, config)
+        tok = load_official_llamagen_vq(args.vq) if args.vq else None
+        out = save_model(model, args.out, tokenizer=tok, extra={"source": str(args.weights)})
+        print(f"wrote {out} ({args.family.upper()} {sum(p.numel() for p in model.parameters()):,} params"
+              f"{' + VQ tokenizer' if tok is not None else ''})")
     elif args.family in ("var", "mvar"):
         from .convert.var import load_official_var
         from .convert.var_vqvae import load_official_var_vqvae
@@ -259,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("edit", help="zero-shot inpainting / outpainting / class-conditional editing of an image",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Regenerate a region of an image and keep the rest. VAR/M-VAR: any region "
-                       "(known tokens are teacher-forced at every scale). AiM: a bottom band, continued from the "
-                       "rows above it. The image is resized/cropped to the model's resolution.")
+                       "(known tokens are teacher-forced at every scale). ARPG: any region (known tokens decoded "
+                       "first), and --canvas for outpainting onto a larger grid. AiM/GPT: a bottom band, continued "
+                       "from the rows above it. The image is resized/cropped to the model's resolution.")
     s.add_argument("--model", required=True, help="checkpoint directory (a pipeline with its tokenizer)")
     s.add_argument("--tokenizer", default=None, help="tokenizer directory, if the model has none")
     s.add_argument("--image", required=True, help="input image")
@@ -268,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(outpaint: white = keep)")
     s.add_argument("--mode", choices=["inpaint", "outpaint"], default="inpaint")
     s.add_argument("--keep", type=float, default=0.5, help="outpaint without --mask: centre fraction kept")
+    s.add_argument("--canvas", type=int, default=0, help="ARPG: outpaint onto a larger canvas of this many tokens "
+                   "a side (resolution expansion); the image stays in the centre")
     s.add_argument("--classes", default=None, help="class id(s) for the regenerated region, comma-separated")
     s.add_argument("--num", type=int, default=4, help="number of edits")
     s.add_argument("--cfg", type=float, default=2.0, help="guidance scale (1 = off)")
@@ -286,13 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert official weights (read without unpickling code) to a mambagen "
                        "directory. aim: the HF directory of hp-l33/aim-* (config.json + model.safetensors; the "
                        "tokenizer inside is converted too) or a state dict + --config. llamagen_vq: vq_ds16_c2i.pt. "
-                       "var / mvar: var_d16.pth / d16.pth with --vae vae_ch160v4096z32.pth. var_vqvae: the VQVAE alone.")
-    s.add_argument("family", choices=["aim", "llamagen_vq", "var", "mvar", "var_vqvae"])
+                       "var / mvar: var_d16.pth / d16.pth with --vae vae_ch160v4096z32.pth. var_vqvae: the VQVAE alone. "
+                       "gpt / arpg: c2i_L_256.pt / arpg_300m.pt (+ --vq vq_ds16_c2i.pt).")
+    s.add_argument("family", choices=["aim", "llamagen_vq", "gpt", "arpg", "var", "mvar", "var_vqvae"])
     s.add_argument("weights", help="official file or directory")
     s.add_argument("out", help="output directory")
     s.add_argument("--config", default=None, help="official config as JSON (MambaConfig / ModelArgs / VAR(...) "
                    "fields); VAR/M-VAR configs are inferred from the tensors when omitted")
     s.add_argument("--vae", default=None, help="var/mvar: the official VQVAE file (vae_ch160v4096z32.pth)")
+    s.add_argument("--vq", default=None, help="gpt/arpg: the LlamaGen VQ file (vq_ds16_c2i.pt) to ship alongside")
     s.set_defaults(fn=cmd_convert)
 
     # subcommands defined next to the code they drive: each module has add_cli(subparsers)

@@ -297,3 +297,24 @@ def test_parity_runner_handles_other_configs():
     assert out["out.gen1.step_logits"].shape == (3, 25, 50) and out["out.gen1.tokens"].shape == (3, 25)
     fixture.tensors.update({k: v.reshape(1) if k == "out.loss" else v for k, v in out.items()})
     assert all(c.ok for c in compare(fixture, run_arpg(fixture)))
+
+
+def test_edit_cli_inpaints_and_outpaints_on_a_larger_canvas(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import mambagen
+    from mambagen.cli import main
+
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("vq-tiny")
+    model = mambagen.create_model("arpg-tiny", vocab_size=256, num_tokens=16)
+    mambagen.save_model(model, tmp_path / "pipe", tokenizer=tok)
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "img.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[8:, 4:12] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    base = ["edit", "--model", str(tmp_path / "pipe"), "--image", str(tmp_path / "img.png"), "--num", "2"]
+    assert main(base + ["--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "a.png")]) == 0
+    assert main(base + ["--canvas", "6", "--out", str(tmp_path / "b.png")]) == 0
+    assert Image.open(tmp_path / "b.png").size[1] == 2 * (24 + 4)   # 6 tokens x 4 px, scale 2, padding

@@ -58,13 +58,26 @@ def load_official_aim(weights: Any, official_config: dict | None = None, vq_conf
 
 
 def load_official(family: str, weights: Any, official_config: dict | None = None, **kwargs):
-    """Front door for official checkpoints. Families: aim, llamagen_vq."""
+    """Front door for official checkpoints.
+    Families: aim, gpt, arpg, var, mvar (kwargs: vocab_size, Cvae of the VQVAE), llamagen_vq, var_vqvae."""
     if family == "aim":
         return load_official_aim(weights, official_config)[0]
     if family in ("llamagen_vq", "vq"):
         from .llamagen_vq import load_official_llamagen_vq
         return load_official_llamagen_vq(weights, official_config, **kwargs)
-    raise KeyError(f"no official loader for family {family!r} (known: aim, llamagen_vq)")
+    if family == "gpt":
+        from .gpt import load_official_gpt
+        return load_official_gpt(weights, official_config, **kwargs)
+    if family == "arpg":
+        from .arpg import load_official_arpg
+        return load_official_arpg(weights, official_config, **kwargs)
+    if family in ("var", "mvar"):
+        from .var import load_official_var
+        return load_official_var(family, weights, official_config, **kwargs)
+    if family == "var_vqvae":
+        from .var_vqvae import load_official_var_vqvae
+        return load_official_var_vqvae(weights, official_config, **kwargs)
+    raise KeyError(f"no official loader for family {family!r} (known: aim, gpt, arpg, var, mvar, llamagen_vq, var_vqvae)")
 
 
 __all__ = ["load_official", "load_official_aim"]
