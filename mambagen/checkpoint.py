@@ -22,6 +22,12 @@ import torch.nn as nn
 from .io import CheckpointError, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
 
 FORMAT, FORMAT_VERSION = "mambagen", 1
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "emoji-aim-demo"   # `load("demo")`: the shipped pipeline
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """'demo' is the pipeline shipped in the package; anything else is a path."""
+    return DEMO_DIR if str(path) == "demo" else Path(path)
 
 
 def _tokenizer_families():
@@ -75,7 +81,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, tokenizer: nn.Modul
 
 
 def read_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
+    path = resolve(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (a mambagen checkpoint is a directory with config.json)")
     if not (path / "config.json").exists():
@@ -96,7 +102,7 @@ def _load_weights_into(module: nn.Module, file: Path, device) -> nn.Module:
 
 
 def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
-    path = Path(path)
+    path = resolve(path)
     meta = read_config(path)
     if meta.get("kind") != "tokenizer":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a tokenizer")
@@ -109,7 +115,7 @@ def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
 
 def load_model(path: str | os.PathLike, device="cpu", ema: bool = False) -> nn.Module:
     from .models.registry import build_model
-    path = Path(path)
+    path = resolve(path)
     meta = read_config(path)
     if meta.get("kind") != "generator":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a generator")
@@ -130,8 +136,8 @@ class Pipeline:
 
 def load(path: str | os.PathLike, device="cpu", ema: bool = False):
     """A checkpoint directory -> a model, or a `Pipeline` when it holds a tokenizer too.
-    A tokenizer directory loads as the tokenizer."""
-    path = Path(path)
+    A tokenizer directory loads as the tokenizer; "demo" is the pipeline shipped in the package."""
+    path = resolve(path)
     meta = read_config(path)
     if meta.get("kind") == "tokenizer":
         return load_tokenizer(path, device)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import resolve
 from .io import CheckpointError
 
-DEMO_DIR = Path(__file__).resolve().parent / "assets" / "emoji-aim-demo"
 SUBCOMMAND_MODULES: list[str] = ["mambagen.data.tokens", "mambagen.train.loop", "mambagen.data.emoji", "mambagen.train.tokenizer", "mambagen.bench", "mambagen.eval.cli"]
 
 UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
@@ -57,7 +57,7 @@ def _resolve(args, device):
     untrained = False
     tokenizer = None
     if args.model == "demo":   # the pipeline shipped in the package
-        args.model = str(DEMO_DIR)
+        args.model = str(resolve("demo"))
     if Path(args.model).exists():
         obj = load(args.model, device=device, ema=args.ema)
         generator, tokenizer = (obj.generator, obj.tokenizer) if isinstance(obj, Pipeline) else (obj, None)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import resolve
+
 FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -59,7 +61,7 @@ def _cmd_sample_many(args) -> None:
         check_pair(generator, tokenizer)
         classes = _parse_classes(args.classes, generator.config.num_classes)
         spec = SampleSpec(tuple(classes), args.per_class, args.seed, args.cfg, args.temperature, args.top_k,
-                          args.top_p, str(Path(args.model).resolve()), args.ema)
+                          args.top_p, str(resolve(args.model).resolve()), args.ema)
         check_meta(args.out, spec, write=info.main)
         t0 = time.time()
         n_new = sample_shard(generator, tokenizer, spec, args.out, rank=info.rank, world=info.world,
