@@ -20,14 +20,15 @@ def check_ssm_kernel():
     from mambagen.layers import kernels
     from mambagen.layers.ssd_ref import ssd_step
     out = []
-    for b, h, p, n, g in ((32, 32, 64, 128, 1), (3, 6, 48, 16, 2), (5, 4, 16, 64, 4)):
-        state = torch.randn(b, h, p, n, device="cuda")
+    for b, h, p, n, g, dtype in ((32, 32, 64, 128, 1, torch.float32), (3, 6, 48, 16, 2, torch.float32),
+                                 (5, 4, 16, 64, 4, torch.float32), (32, 32, 64, 128, 1, torch.bfloat16)):
+        state = torch.randn(b, h, p, n, device="cuda").to(dtype)
         x, dt = torch.randn(b, h, p, device="cuda"), torch.rand(b, h, device="cuda")
         A, B, C = -torch.rand(h, device="cuda") * 4, torch.randn(b, g, n, device="cuda"), torch.randn(b, g, n, device="cuda")
         y_ref, s_ref = ssd_step(state.double(), x.double(), dt.double(), A.double(), B.double(), C.double())
         y = kernels.ssm_step_inplace(state, x, dt, A, B, C)
-        out.append({"shape": [b, h, p, n, g], "y_rel_err": ((y - y_ref).norm() / y_ref.norm()).item(),
-                    "state_rel_err": ((state - s_ref).norm() / s_ref.norm()).item()})
+        out.append({"shape": [b, h, p, n, g], "state_dtype": str(dtype), "y_rel_err": ((y - y_ref).norm() / y_ref.norm()).item(),
+                    "state_rel_err": ((state.double() - s_ref).norm() / s_ref.norm()).item()})
     return {"model": "ssm_step_inplace (Triton)", "checks": out}
 
 

@@ -31,15 +31,15 @@ def _ssm_step_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr,
     Cv = tl.load(C_ptr + (b * (H // HEADS_PER_GROUP) + g) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
     s_ptrs = state_ptr + (bh * P + offs_p[:, None]) * N + offs_n[None, :]
     m = mask_p[:, None] & mask_n[None, :]
-    s = tl.load(s_ptrs, mask=m, other=0.0)
+    s = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)        # stored in the model dtype, updated in fp32
     s = s * decay + (dt * x)[:, None] * Bv[None, :]
-    tl.store(s_ptrs, s, mask=m)
+    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=m)
     y = tl.sum(s * Cv[None, :], axis=1)
     tl.store(y_ptr + bh * P + offs_p, y, mask=mask_p)
 
 
 def ssm_step_inplace(state, x, dt, A, B, C):
-    """state (b, h, p, n) float32, updated in place; x (b, h, p); dt (b, h); A (h,); B, C (b, g, n).
+    """state (b, h, p, n) (float32 or the model's bf16/fp16), updated in place; x (b, h, p); dt (b, h); A (h,); B, C (b, g, n).
     Returns y (b, h, p) float32 (without the D skip), like `ssd_step`."""
     b, h, p, n = state.shape
     if not state.is_contiguous():

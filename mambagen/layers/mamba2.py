@@ -30,7 +30,8 @@ class Mamba2Cache:
     """Recurrent state of one mixer: O(1) in the sequence length.
 
     conv: (B, conv_dim, d_conv - 1) the last inputs of the causal conv
-    ssm:  (B, nheads, headdim, d_state) the SSM state (kept in float32)
+    ssm:  (B, nheads, headdim, d_state) the SSM state, stored in the model's dtype as the official
+          cache does (bf16 halves the bytes decoding streams per token); updated in float32
     """
     conv: torch.Tensor
     ssm: torch.Tensor
@@ -97,7 +98,7 @@ class Mamba2(nn.Module):
         dtype = dtype or self.in_proj.weight.dtype
         return Mamba2Cache(
             conv=torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
-            ssm=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=_acc(dtype)),
+            ssm=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=dtype),
         )
 
     def _split(self, zxbcdt):
@@ -157,11 +158,11 @@ class Mamba2(nn.Module):
         xBC = F.silu(xBC).to(u.dtype)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
-        dt, A = self._dt_A(dt, cache.ssm.dtype)                    # (B, h), (h,)
-        if kernels.ssm_step_inplace is not None and x.is_cuda and cache.ssm.dtype == torch.float32:
+        dt, A = self._dt_A(dt, _acc(cache.ssm.dtype))              # (B, h), (h,)
+        if kernels.ssm_step_inplace is not None and x.is_cuda:
             y = kernels.ssm_step_inplace(cache.ssm, x, dt, A, B, C)   # fused: the state is read and written once
         else:
-            y, new_state = ssd_step(cache.ssm, x, dt, A, B, C)
+            y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
             cache.ssm.copy_(new_state)
         return self._output(y, x, z)
 
