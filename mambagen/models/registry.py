@@ -127,3 +127,12 @@ for _name, (_kw, _n) in GPT_SIZES.items():
 # ---------------------------------------------------------------------------- ARPG (random order, parallel decoding)
 for _name, (_kw, _n) in ARPG_SIZES.items():
     register(_name, "arpg", f"ARPG-{_name.split('-')[1].upper()}" if _n else "tests: 4 layers, 64 wide", _n, **_kw)
+
+# ---------------------------------------------------------------------------- the demo-scale study (equal size)
+# ~6.4M parameters each, for the 64 px emoji demo (8x8 tokens, 1024 codes; M-VAR: scales 1,2,3,4,6,8 of msvq-demo).
+_DEMO = dict(vocab_size=1024, num_classes=9)
+register("gpt-small", "gpt", "demo study: 7 layers, 256 wide", None, dim=256, n_layer=7, n_head=4, num_tokens=64, **_DEMO)
+register("arpg-small", "arpg", "demo study: 4 + 4 layers, 256 wide", None, dim=256, n_layer=8, n_head=4, multiple_of=64,
+         num_tokens=64, **_DEMO)
+register("mvar-small", "mvar", "demo study: 6 blocks, 192 wide", None, depth=6, embed_dim=192, num_heads=3, Cvae=32,
+         patch_nums=(1, 2, 3, 4, 6, 8), d_state=64, headdim=64, chunk_size=64, **_DEMO)
