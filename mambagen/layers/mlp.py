@@ -1,8 +1,19 @@
 """SwiGLU feed-forward of LLaMA / LlamaGen / ARPG: w2(SiLU(w1 x) * w3 x)."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@torch.no_grad()
+def llama_init_(model: nn.Module, std: float, head: nn.Linear) -> None:
+    """LlamaGen/ARPG init: N(0, std) for every Linear and Embedding weight (RMSNorm gains stay 1), and a zero
+    head, so training starts from the uniform next-token distribution (loss log V)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+    nn.init.zeros_(head.weight)
 
 
 def find_multiple(n: int, k: int) -> int:

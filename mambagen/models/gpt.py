@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..layers.attention import KVCache
 from ..layers.embed import check_labels
-from ..layers.mlp import SwiGLU, llama_hidden_dim
+from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
 from ..layers.norm import RMSNorm
 from ..layers.rope import apply_rope, rope_2d_table
 
@@ -219,14 +219,8 @@ class GPT(nn.Module):
                              persistent=False)
         self.init_weights()
 
-    @torch.no_grad()
     def init_weights(self) -> None:
-        # official: N(0, initializer_range) for every Linear and Embedding weight (RMSNorm weights stay 1) ...
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=self.config.init_std)
-        # ... and a zero head, so training starts from the uniform next-token distribution (loss log V)
-        nn.init.zeros_(self.output.weight)
+        llama_init_(self, self.config.init_std, self.output)   # official: normal weights, zero head
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.output(self.norm(x))                            # (B, ..., V)
