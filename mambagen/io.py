@@ -120,6 +120,16 @@ def unwrap_state_dict(obj: Any, keys=("model", "module", "state_dict")) -> dict[
     )
 
 
+def dataclass_from_dict(cls, values: dict):
+    """Build config dataclass `cls` from a dict (e.g. config.json), naming any unknown field."""
+    import dataclasses
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+    return cls(**values)
+
+
 def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
     """`load_state_dict(strict=True)` with one clear message listing every problem."""
     own = module.state_dict()

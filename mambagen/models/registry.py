@@ -6,9 +6,11 @@ config values that define it; `create_model(name, **overrides)` builds it, and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch.nn as nn
+
+from ..io import dataclass_from_dict
 
 from .aim import AiM, AiMConfig
 from .arpg import ARPG, ARPGConfig
@@ -58,12 +60,7 @@ def get_spec(name: str) -> ModelSpec:
 def make_config(family: str, values: dict):
     if family not in FAMILIES:
         raise KeyError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    cls = FAMILIES[family][0]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; fields: {sorted(known)}")
-    return cls(**values)
+    return dataclass_from_dict(FAMILIES[family][0], values)
 
 
 def build_model(family: str, config: dict) -> nn.Module:

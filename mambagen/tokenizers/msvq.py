@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..io import dataclass_from_dict
+
 # Same math as VAR's blocks (GroupNorm(32, eps 1e-6), swish, zero-pad-right/bottom stride-2
 # downsampling, nearest x2 upsampling, dropout before the second conv) and no state of their own
 # beyond the official names: reused. The attention block differs (fused qkv) and is defined below.
@@ -133,11 +135,7 @@ class MSVQConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MSVQConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown MSVQConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 # ============================================================================ encoder / decoder

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..io import dataclass_from_dict
+
 # Length of the official rolling buffer of recently used code ids (a constant there too).
 USAGE_BUFFER_LEN = 65536
 
@@ -91,11 +93,7 @@ class VQConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VQConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..io import CheckpointError, load_weights, unwrap_state_dict
+from ..io import CheckpointError, load_state_dict_strict, load_weights, unwrap_state_dict
 
 
 # ============================================================================ discriminator
@@ -206,22 +206,7 @@ def load_lpips(path: str | os.PathLike, device="cpu") -> LPIPS:
         raise CheckpointError(f"--perceptual-weights {path}: file not found")
     state = lpips_state_dict(unwrap_state_dict(load_weights(path)))
     model = LPIPS()
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs LPIPS {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        problems = []
-        if missing:
-            problems.append(f"missing keys ({len(missing)}): {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:8]}"
-                            f"{' ...' if len(unexpected) > 8 else ''}")
-        if shapes:
-            problems.append(f"shape mismatches: {shapes[:8]}")
-        raise CheckpointError(
-            f"{path} is not an LPIPS-VGG16 state dict (expected torchvision VGG16 keys features.N.weight/bias "
-            f"and LPIPS heads lin0..lin4.model.1.weight): " + "; ".join(problems))
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    load_state_dict_strict(model, {k: v.float() for k, v in state.items()},
+                           f"{path} (expected torchvision VGG16 keys features.N.weight/bias and LPIPS heads "
+                           f"lin0..lin4.model.1.weight)")
     return model.to(device)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_tokenizer
 from ..images import make_grid, save_image, to_uint8
-from ..io import (atomic_path, load_safetensors, load_state_dict_strict, load_torch_file,
+from ..io import (atomic_path, dataclass_from_dict, load_safetensors, load_state_dict_strict, load_torch_file,
                   read_json, save_safetensors, write_json)
 from ..metrics import SSIM_WINDOW, codebook_usage, psnr, ssim
 from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel, create_msvq
@@ -148,11 +148,7 @@ class TokenizerTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenizerTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TokenizerTrainConfig field(s) {unknown}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 # ============================================================================ small pieces
