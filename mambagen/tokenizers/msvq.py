@@ -43,7 +43,7 @@ from ..io import dataclass_from_dict
 # Same math as VAR's blocks (GroupNorm(32, eps 1e-6), swish, zero-pad-right/bottom stride-2
 # downsampling, nearest x2 upsampling, dropout before the second conv) and no state of their own
 # beyond the official names: reused. The attention block differs (fused qkv) and is defined below.
-from .vq import Downsample, ResnetBlock, Upsample, VQLosses, group_norm
+from .vq import Level, ResnetBlock, VQLosses, group_norm
 
 IdsLike = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -157,30 +157,10 @@ class FusedAttnBlock(nn.Module):
         return x_BChw + self.proj_out(h)
 
 
-class ResolutionLevel(nn.Module):
-    """One resolution: res blocks `block.{j}`, each followed by `attn.{j}` where attention is on,
-    then `downsample` (encoder) or `upsample` (decoder) where given. Names are the official ones."""
-
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, attn: bool, resample: Optional[str], dropout: float):
-        super().__init__()
-        self.block = nn.ModuleList(ResnetBlock(in_ch if j == 0 else out_ch, out_ch, dropout) for j in range(n_blocks))
-        self.attn = nn.ModuleList(FusedAttnBlock(out_ch) for _ in range(n_blocks)) if attn else nn.ModuleList()
-        self.resample = resample
-        if resample == "down":
-            self.downsample = Downsample(out_ch)
-        elif resample == "up":
-            self.upsample = Upsample(out_ch)
-
-    def forward(self, x):
-        for j, block in enumerate(self.block):
-            x = block(x)
-            if len(self.attn):
-                x = self.attn[j](x)
-        if self.resample == "down":
-            x = self.downsample(x)  # (B, C, H/2, W/2)
-        elif self.resample == "up":
-            x = self.upsample(x)  # (B, C, 2H, 2W)
-        return x
+def ResolutionLevel(in_ch: int, out_ch: int, n_blocks: int, attn: bool, resample: Optional[str],
+                    dropout: float) -> Level:
+    """VAR's resolution level: our `Level` with the official names `block.{j}` and fused-qkv attention."""
+    return Level(in_ch, out_ch, n_blocks, attn, resample, dropout, blocks_name="block", attn_block=FusedAttnBlock)
 
 
 class MidBlock(nn.Module):

@@ -160,13 +160,18 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """One resolution: res blocks (each followed by attention where `attn`), then optional resampling.
 
-    Attribute names (`res`, `attn`, `downsample`, `upsample`) are the official state-dict names.
+    The block list is registered under `blocks_name`, the official state-dict name: `res` in LlamaGen's
+    VQ, `block` in VAR's VQVAE (which also passes its fused-qkv attention as `attn_block`).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, attn: bool, resample: Optional[str], dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, attn: bool, resample: Optional[str], dropout: float,
+                 blocks_name: str = "res", attn_block: type = None):
         super().__init__()
-        self.res = nn.ModuleList(ResnetBlock(in_ch if j == 0 else out_ch, out_ch, dropout) for j in range(n_blocks))
-        self.attn = nn.ModuleList(AttnBlock(out_ch) for _ in range(n_blocks)) if attn else nn.ModuleList()
+        self.blocks_name = blocks_name
+        setattr(self, blocks_name, nn.ModuleList(ResnetBlock(in_ch if j == 0 else out_ch, out_ch, dropout)
+                                                 for j in range(n_blocks)))
+        attn_block = attn_block or AttnBlock
+        self.attn = nn.ModuleList(attn_block(out_ch) for _ in range(n_blocks)) if attn else nn.ModuleList()
         self.resample = resample
         if resample == "down":
             self.downsample = Downsample(out_ch)
@@ -174,14 +179,14 @@ class Level(nn.Module):
             self.upsample = Upsample(out_ch)
 
     def forward(self, x):
-        for j, block in enumerate(self.res):
+        for j, block in enumerate(getattr(self, self.blocks_name)):
             x = block(x)
             if len(self.attn):
                 x = self.attn[j](x)
         if self.resample == "down":
-            x = self.downsample(x)
+            x = self.downsample(x)  # (B, C, H/2, W/2)
         elif self.resample == "up":
-            x = self.upsample(x)
+            x = self.upsample(x)  # (B, C, 2H, 2W)
         return x
 
 
