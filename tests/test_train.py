@@ -68,19 +68,35 @@ def test_batches_cover_an_epoch_without_repeats():
 
 
 def test_resume_gives_identical_weights(tokens, tmp_path):
-    straight = train(_cfg(tokens, tmp_path / "a", grad_accum=2))
-    first = _cfg(tokens, tmp_path / "b", grad_accum=2, steps=6)
+    straight = train(_cfg(tokens, tmp_path / "a", grad_accum=2, keep_best=True, eval_every=1))
+    first = _cfg(tokens, tmp_path / "b", grad_accum=2, steps=6, keep_best=True, eval_every=1)
     first.steps = 3   # "killed" after the checkpoint at step 3 ...
     train(first)
     shutil.rmtree(tmp_path / "b" / "final")
-    resumed = train(_cfg(tokens, tmp_path / "b", grad_accum=2, resume=True))   # ... resumed to step 6
-    for name in ("model.safetensors", "ema.safetensors"):
-        a, b = load_safetensors(straight / name), load_safetensors(resumed / name)
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), (name, k)
+    resumed = train(_cfg(tokens, tmp_path / "b", grad_accum=2, resume=True, keep_best=True, eval_every=1))
+    for d_a, d_b in ((straight, resumed), (tmp_path / "a" / "best", tmp_path / "b" / "best")):
+        for name in ("model.safetensors", "ema.safetensors"):
+            a, b = load_safetensors(d_a / name), load_safetensors(d_b / name)
+            assert a.keys() == b.keys()
+            for k in a:
+                assert torch.equal(a[k], b[k]), (d_a, name, k)
     rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert len(rows) == len((tmp_path / "a" / "log.csv").read_text().splitlines())  # no duplicated steps
+
+
+def test_keep_best_holds_the_model_at_the_lowest_held_out_bits(tokens, tmp_path):
+    train(_cfg(tokens, tmp_path / "k", steps=8, eval_every=1, keep_best=True, lr=0.05, warmup=1))
+    lines = (tmp_path / "k" / "log.csv").read_text().splitlines()
+    col = {n: i for i, n in enumerate(lines[0].split(","))}
+    val = {int(r[col["step"]]): float(r[col["value"]]) for r in (ln.split(",") for ln in lines[1:])
+           if r[col["split"]] == "val"}
+    best_step = min(val, key=val.get)
+    meta = json.loads((tmp_path / "k" / "best" / "config.json").read_text())
+    assert meta["step"] == best_step and meta["val_bits_per_token"] == pytest.approx(val[best_step])
+    assert not (tmp_path / "k" / "best.new").exists()
+    mambagen.load(tmp_path / "k" / "best")
+    with pytest.raises(ValueError, match="keep_best needs val_data"):
+        _cfg(tokens, tmp_path / "x", keep_best=True, val_data=None)
 
 
 def test_nan_loss_stops_with_last_checkpoint_intact(tokens, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .norm import RMSNormGated
+from .ssd_fast import ssd_chunked_compiled
 from .ssd_ref import ssd_chunked, ssd_step
 
 
@@ -65,6 +66,7 @@ class Mamba2(nn.Module):
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.dt_range = (dt_min, dt_max, dt_init_floor)
         self.scan_chunk: int | None = None   # chunk of the reference scan if not chunk_size (see set_scan_chunk)
+        self.scan_impl = "auto"              # "auto" | "reference" | "fast" (see set_scan_impl)
         self.dt_limit = tuple(dt_limit)
         self.A_init_range = A_init_range
 
@@ -140,11 +142,21 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
-        y, final_state = ssd_chunked(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
-                                     initial_state=cache.ssm if cache is not None else None)
+        y, final_state = self._scan()(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
+                                      initial_state=cache.ssm if cache is not None else None)
         if cache is not None:
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
+
+    def _scan(self):
+        """The compiled tensor-core scan for CUDA training (a graph for the backward pass is being
+        built); the reference for everything else (CPU, prefill and decoding, CUDA-graph capture)."""
+        if self.scan_impl == "auto":
+            fast = (self.in_proj.weight.is_cuda and torch.is_grad_enabled()
+                    and not torch.cuda.is_current_stream_capturing())
+        else:
+            fast = self.scan_impl == "fast"
+        return ssd_chunked_compiled if fast else ssd_chunked
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place."""
@@ -165,6 +177,15 @@ class Mamba2(nn.Module):
             y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
             cache.ssm.copy_(new_state)
         return self._output(y, x, z)
+
+
+def set_scan_impl(model: nn.Module, impl: str) -> None:
+    """Pick the scan of every Mamba2 in `model`: "auto" (default), "reference" or "fast"."""
+    if impl not in ("auto", "reference", "fast"):
+        raise ValueError(f"scan implementation must be auto, reference or fast, not {impl!r}")
+    for m in model.modules():
+        if isinstance(m, Mamba2):
+            m.scan_impl = impl
 
 
 def set_scan_chunk(model: nn.Module, chunk: int | None) -> None:

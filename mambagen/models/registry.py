@@ -94,7 +94,7 @@ register("aim-tiny", "aim", "tests/CPU demo: 4 layers, 64 wide", None,
          chunk_size=16, adaln="group", adaln_groups=2)
 register("aim-small", "aim", "demo scale: 12 layers, 256 wide", None,
          d_model=256, n_layer=12, vocab_size=1024, num_classes=9, num_tokens=64, d_state=64, headdim=32,
-         chunk_size=64, adaln="group", adaln_groups=4)
+         chunk_size=64, adaln="group", adaln_groups=4, token_dropout=0.1, mixer_dropout=0.1)
 
 # ---------------------------------------------------------------------------- VAR and M-VAR
 # The official builders tie width = 64 * depth, heads = depth, drop-path 0.1 * depth / 24.
@@ -127,9 +127,10 @@ for _name, (_kw, _n) in ARPG_SIZES.items():
 
 # ---------------------------------------------------------------------------- the demo-scale study (equal size)
 # ~6.4M parameters each, for the 64 px emoji demo (8x8 tokens, 1024 codes; M-VAR: scales 1,2,3,4,6,8 of msvq-demo).
+# Dropout 0.1 in each (GPT/ARPG: LlamaGen's defaults; AiM: tokens + mixer outputs, set above; M-VAR: drop_rate).
 _DEMO = dict(vocab_size=1024, num_classes=9)
 register("gpt-small", "gpt", "demo study: 7 layers, 256 wide", None, dim=256, n_layer=7, n_head=4, num_tokens=64, **_DEMO)
 register("arpg-small", "arpg", "demo study: 4 + 4 layers, 256 wide", None, dim=256, n_layer=8, n_head=4, multiple_of=64,
          num_tokens=64, **_DEMO)
 register("mvar-small", "mvar", "demo study: 6 blocks, 192 wide", None, depth=6, embed_dim=192, num_heads=3, Cvae=32,
-         patch_nums=(1, 2, 3, 4, 6, 8), d_state=64, headdim=64, chunk_size=64, **_DEMO)
+         patch_nums=(1, 2, 3, 4, 6, 8), d_state=64, headdim=64, chunk_size=64, drop_rate=0.1, **_DEMO)

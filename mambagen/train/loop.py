@@ -61,6 +61,7 @@ class TrainConfig:
     checkpointing: bool = False         # recompute each block in the backward pass (activation memory / compute)
     ckpt_every: int = 500
     keep_last: int = 3
+    keep_best: bool = False             # also keep out/best: the weights at the lowest held-out bits/token
     log_every: int = 10
     eval_every: int = 500
     sample_cfg: float = 2.0
@@ -76,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.keep_best and not self.val_data:
+            raise ValueError("keep_best needs val_data: the best model is the one with the lowest held-out bits/token")
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -212,7 +215,7 @@ def _train(cfg: TrainConfig, info) -> Path:
         quantizer = tokenizer.quantize.requires_grad_(False)
 
     # 2. resume
-    step = 0
+    step, best_bits = 0, math.inf
     ckpts = _checkpoints(out)
     if cfg.resume and ckpts:
         last = ckpts[-1]
@@ -220,7 +223,7 @@ def _train(cfg: TrainConfig, info) -> Path:
         load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"])
         if ema is not None and (last / "ema.safetensors").exists():
             ema = load_safetensors(last / "ema.safetensors")
-        step = state["step"]
+        step, best_bits = state["step"], state.get("best_bits", math.inf)
         torch.set_rng_state(state["rng"]["torch"])
         if info.main:
             print(f"resumed from {last} at step {step}")
@@ -239,9 +242,22 @@ def _train(cfg: TrainConfig, info) -> Path:
                        extra={"step": at})
             with atomic_path(d / "train_state.pt") as tmp:   # last: marks the checkpoint complete
                 torch.save({"step": at, "optimizer": optim_state, "config": asdict(cfg), "world_size": info.world,
-                            "rng": {"torch": torch.get_rng_state()}}, tmp)
+                            "best_bits": best_bits, "rng": {"torch": torch.get_rng_state()}}, tmp)
             for old in _checkpoints(out)[:-cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
+        barrier(info)
+
+    def save_best(at: int, bits: float) -> None:
+        """out/best, replaced whole: written beside it, then renamed over it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        state = get_model_state_dict(unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if info.main:
+            new, best = out / "best.new", out / "best"
+            shutil.rmtree(new, ignore_errors=True)
+            save_model(unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: _full(v) for k, v in state.items()},
+                       extra={"step": at, "val_bits_per_token": bits, "run": str(out)})
+            shutil.rmtree(best, ignore_errors=True)
+            new.rename(best)
         barrier(info)
 
     # 3. the loop
@@ -295,6 +311,9 @@ def _train(cfg: TrainConfig, info) -> Path:
             logger.log(step, "val", bits_per_token=bpt)
             if info.main:
                 bar.write(f"step {step}: val {bpt:.4f} bits/token")
+            if cfg.keep_best and bpt < best_bits:
+                best_bits = bpt
+                save_best(step, bpt)
         if tokenizer is not None and info.main and cfg.strategy != "fsdp" and (step % cfg.eval_every == 0 or step == cfg.steps):
             sample_grid(unwrap(model), tokenizer, mcfg.num_classes, out / f"samples_{step:08d}.png", cfg.sample_cfg, cfg.seed)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -345,6 +364,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (None: the model's)")
     p.add_argument("--scan-chunk", type=int, default=64, help="Mamba2 scan chunk while training (memory only)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every block")
+    p.add_argument("--keep-best", action="store_true",
+                   help="keep OUT/best: the model (and EMA) at the lowest held-out bits/token (early stopping)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="how several processes share the model")
