@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .norm import RMSNormGated
-from .ssd_fast import ssd_chunked_compiled
+from .ssd_fast import ssd_chunked_recomputed
 from .ssd_ref import ssd_chunked, ssd_step
 
 
@@ -150,13 +150,14 @@ class Mamba2(nn.Module):
 
     def _scan(self):
         """The compiled tensor-core scan for CUDA training (a graph for the backward pass is being
-        built); the reference for everything else (CPU, prefill and decoding, CUDA-graph capture)."""
+        built; its intermediates are recomputed there); the reference for everything else (CPU,
+        prefill and decoding, CUDA-graph capture)."""
         if self.scan_impl == "auto":
             fast = (self.in_proj.weight.is_cuda and torch.is_grad_enabled()
                     and not torch.cuda.is_current_stream_capturing())
         else:
             fast = self.scan_impl == "fast"
-        return ssd_chunked_compiled if fast else ssd_chunked
+        return ssd_chunked_recomputed if fast else ssd_chunked
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place."""
