@@ -136,6 +136,17 @@ def test_per_image_draws_greedy_equal_the_shared_samplers():
         assert torch.equal(a[2:], b), name
 
 
+def test_per_image_draws_of_random_order_models_depend_on_their_own_seed_only():
+    torch.manual_seed(0)
+    gen = mambagen.create_model("arpg-tiny", vocab_size=256, num_tokens=64).eval()
+    t = mambagen.create_tokenizer("vq-tiny").eval()
+    labels = torch.tensor([0, 1, 2])
+    a, ta = sample_rows(gen, t, labels, [11, 12, 13], cfg_scale=2.5)
+    b, tb = sample_rows(gen, t, labels[[2]], [13], cfg_scale=2.5)
+    assert torch.equal(a[2:], b) and torch.equal(ta[2:], tb) and ta.shape == (3, 64)
+    assert not torch.equal(ta[0], ta[1])
+
+
 def test_sample_many_is_independent_of_world_size_and_batch_size(pipeline_dir, tmp_path):
     pipe = mambagen.load(pipeline_dir)
     spec = _spec()

@@ -30,6 +30,7 @@ from ..io import atomic_path, read_json, write_json
 from ..sample.fast import sample_with_noise
 from ..sample.logits import cfg_combine, check_sampling_args
 from ..sample.pipeline import check_pair
+from ..sample.random_order import generate_random_order
 from ..sample.raster import generate_raster
 from ..sample.scales import generate_scales
 
@@ -158,7 +159,14 @@ def sample_rows(generator, tokenizer, labels: torch.Tensor, seeds: list[int], *,
     if len(seeds) != len(labels):
         raise ValueError(f"{len(seeds)} seeds for {len(labels)} labels")
     gens = [torch.Generator(device=labels.device).manual_seed(int(s)) for s in seeds]
-    if hasattr(generator, "decode_scale"):
+    if hasattr(generator, "decode_step"):
+        # random order (ARPG): each row on its own - its order and draws from its generator, the official
+        # linear CFG ramp and the same step count as `sample_images`
+        steps = min(64, generator.config.num_tokens)
+        tokens = torch.cat([generate_random_order(generator, labels[b:b + 1], num_iter=steps, cfg_scale=cfg_scale,
+                                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                                  generator=g).tokens for b, g in enumerate(gens)])
+    elif hasattr(generator, "decode_scale"):
         model = _ScaleRowDraws(generator, gens, cfg_scale, temperature, top_k, top_p)
         res = generate_scales(model, tokenizer.quantize, labels, cfg=cfg_scale - 1, temperature=0.0)
         tokens = torch.cat(res.indices, dim=1)
