@@ -65,7 +65,7 @@ PY
   echo "$name done: train $((T1 - T0)) s, all $(( $(date +%s) - T0 )) s"
 done
 # metrics, grids, curves and logs come back; of the weights only the AiM pipeline (the demo candidate)
-tar czf $OUT/study_runs.tgz --exclude='*.safetensors' --exclude='samples.npz' -C $S runs
+tar czf $OUT/study_runs.tgz --exclude='*.safetensors' --exclude='samples' --exclude='samples_0*.png' -C $S runs
 if [ -d $S/runs/aim-small/best ]; then
   python3 -c "import sys; from mambagen.io import load_safetensors as l, save_safetensors as s; s(sys.argv[2], {k: v.half() if v.is_floating_point() else v for k, v in l(sys.argv[1]).items()})"     $S/runs/aim-small/best/model.safetensors $OUT/aim_small_best_fp16.safetensors
   cp $S/runs/aim-small/best/config.json $OUT/aim_small_best_config.json
