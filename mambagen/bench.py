@@ -109,14 +109,14 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
 
 
 def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
-                   checkpointing: bool = False, scan: str = "auto") -> dict:
+                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
     from .models.registry import count_params
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32).train()
     from .layers.mamba2 import set_scan_chunk, set_scan_impl
-    set_scan_chunk(model, 64)
+    set_scan_chunk(model, scan_chunk)
     set_scan_impl(model, scan)
     if checkpointing:
         from .train.memory import checkpoint_blocks
@@ -149,7 +149,7 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     tps = batch * N / spt
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
     return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
-            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
+            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_chunk": scan_chunk, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
             "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
 
@@ -171,7 +171,7 @@ def to_markdown(records: list[dict], meta: dict) -> str:
         lines += ["", "| training | batch x tokens | precision | compiled | checkpointing | Mamba2 scan | s/step | tokens/s "
                   "| MFU | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch']} x {r['tokens_per_sample']} | {r['precision']} | {r['compiled']} | "
-                  f"{r.get('checkpointing', False)} | {r.get('scan', 'reference')} | "
+                  f"{r.get('checkpointing', False)} | {r.get('scan', 'reference')}, chunk {r.get('scan_chunk', 64)} | "
                   f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | "
                   f"{(r['mfu'] or 0) * 100:.1f}% | {r['peak_gib'] or 0:.1f} |" for r in tr]
     return "\n".join(lines) + "\n"
@@ -201,11 +201,12 @@ def run_bench(args) -> Path:
                       repeat=args.repeat) for b in args.batch]
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
-    for spec in args.train:   # MODEL[:compile][:ckpt][:ref]
+    for spec in args.train:   # MODEL[:compile][:ckpt][:ref][:chunkN]
         name, *opts = spec.split(":")
+        chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
         jobs.append(dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
                          repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
-                         scan="reference" if "ref" in opts else "auto"))
+                         scan="reference" if "ref" in opts else "auto", scan_chunk=chunk))
     records, errors = [], []
     for job in jobs:
         job["device"] = device
@@ -234,9 +235,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
                    help="MODEL[:reference|fast] entries to time generation for")
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
-    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref] entries to time a training "
+    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref][:chunkN] entries to time a training "
                    "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "
-                   "Mamba2 scan instead of the compiled tensor-core one)")
+                   "Mamba2 scan instead of the compiled tensor-core one; chunkN: Mamba2 scan chunk, default 64)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")

@@ -112,14 +112,17 @@ def cmd_sample(args) -> None:
     from .sample.logits import check_sampling_args
     from .sample.pipeline import check_pair, sample_images
 
-    try:
-        check_sampling_args(args.cfg, args.temperature, args.top_k, args.top_p)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
     if args.per_class < 1 or args.batch_size < 1:
         raise SystemExit("error: --per-class and --batch-size must be >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generator, tokenizer, untrained = _resolve(args, device)
+    if args.cfg is None:   # the checkpoint's recommended scale (config.json "sampling"), else 2.0
+        from .checkpoint import read_config
+        args.cfg = float(read_config(args.model).get("sampling", {}).get("cfg", 2.0)) if Path(args.model).is_dir() else 2.0
+    try:
+        check_sampling_args(args.cfg, args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     check_pair(generator, tokenizer)
     classes = _parse_classes(args.classes, generator.config.num_classes)
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)], device=device)
@@ -255,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the checkpoint's own; vq-tiny for a registered model)")
     s.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
     s.add_argument("--per-class", type=int, default=4, help="images per class")
-    s.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = off); VAR/M-VAR "
-                   "reach it at the last scale (official cfg = this - 1)")
+    s.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; default: "
+                   "the checkpoint's recommended scale, else 2.0); VAR/M-VAR reach it at the last scale "
+                   "(official cfg = this - 1)")
     s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     s.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")

@@ -170,3 +170,13 @@ def test_activation_checkpointing_gives_the_same_gradients():
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=n)
     assert a.state_dict().keys() == b.state_dict().keys()
+
+
+def test_compile_option_compiles_the_model_in_place(tokens, tmp_path, monkeypatch):
+    """--compile uses nn.Module.compile (in place), so checkpoints keep the plain parameter names."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    final = train(_cfg(tokens, tmp_path / "c", steps=2, compile=True, val_data=None))
+    assert compiled == ["AiM"]
+    keys = set(load_safetensors(final / "model.safetensors"))
+    assert keys == set(mambagen.create_model("aim-tiny").state_dict())
