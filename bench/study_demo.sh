@@ -10,9 +10,9 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=.devdata/emoji64; S=.devdata/study; mkdir -p $S; OUT=${OUT:-/tmp/study_out}; mkdir -p $OUT
 DEV=${DEV:-cuda}; VQ_STEPS=${VQ_STEPS:-3000}; GEN_STEPS=${GEN_STEPS:-1000}; EVAL=${EVAL:-50}; BATCH=${BATCH:-256}
 Q="--no-progress"
+mkdir -p $S/vq-f8-small && cp -r mambagen/assets/emoji-aim-demo/tokenizer $S/vq-f8-small/
 
 if [ "${STAGE:-tokenizers}" = tokenizers ]; then
-  mkdir -p $S/vq-f8-small && cp -r mambagen/assets/emoji-aim-demo/tokenizer $S/vq-f8-small/
   python3 -m mambagen train-tokenizer --data $D/train --val-data $D/val --out $S/msvq-demo --tokenizer msvq-demo \
     --image-size 64 --batch-size 128 --steps $VQ_STEPS --lr 2e-4 --warmup 100 --eval-every $VQ_STEPS \
     --ckpt-every $VQ_STEPS --num-workers 8 --device $DEV $Q 2>&1 | grep -E " val|rror" | tail -2
@@ -29,7 +29,6 @@ s(p, {k: v.half() if v.is_floating_point() else v for k, v in l(p).items()})" $S
   exit 0
 fi
 
-mkdir -p $S/vq-f8-small && cp -r mambagen/assets/emoji-aim-demo/tokenizer $S/vq-f8-small/
 # generators: equal size, equal steps x batch (the same tokens seen); dropout 0.1 in every family; the model kept
 # is the one at the lowest held-out bits/token (--keep-best, evaluated every $EVAL steps)
 for spec in ${MODELS:-aim-small:vq-f8-small gpt-small:vq-f8-small arpg-small:vq-f8-small mvar-small:msvq-demo \
@@ -55,7 +54,7 @@ for spec in ${MODELS:-aim-small:vq-f8-small gpt-small:vq-f8-small arpg-small:vq-
 import json, sys
 from mambagen.checkpoint import load_model
 from mambagen.models.registry import count_params
-R, name, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+R, secs = sys.argv[1], int(sys.argv[3])
 best = json.load(open(f"{R}/best/config.json"))
 json.dump({"params": count_params(load_model(f"{R}/best")), "best_step": best["step"],
            "best_val_bits_per_token": best["val_bits_per_token"], "train_seconds": secs,
