@@ -80,8 +80,10 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
         run = lambda: call(labels, g)
     elif path == "reference":
         run = lambda: generate_raster(model, labels, cfg_scale=cfg_scale, top_k=0, generator=g)
-    else:
-        sampler = GraphedRasterSampler(model, batch, cfg_scale=cfg_scale, top_k=0)
+    else:   # fast | fast-unfused (AiM without the fused Mamba2 kernel) | fast-autotune (tuned matmuls)
+        sampler = GraphedRasterSampler(model, batch, cfg_scale=cfg_scale, top_k=0,
+                                       fused=False if path == "fast-unfused" else None,
+                                       compile_mode="max-autotune-no-cudagraphs" if path == "fast-autotune" else None)
         run = lambda: sampler.generate(labels, g)
     with torch.no_grad():
         run()                                                   # warm-up (and compilation)
@@ -233,7 +235,7 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("bench", help="generation / decode / training throughput, side by side",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
-                   help="MODEL[:reference|fast] entries to time generation for")
+                   help="MODEL[:reference|fast|fast-unfused|fast-autotune|graph] entries to time generation for")
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
     p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref][:chunkN] entries to time a training "
                    "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "

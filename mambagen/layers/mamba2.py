@@ -8,6 +8,8 @@
 `forward` runs a whole chunk of tokens (training, prefill, or a continuation
 when given a cache: M-VAR carries the state across scales this way); `step`
 runs one token. Both read and update an explicit, preallocated `Mamba2Cache`.
+A cache allocated with `paired_conv=True` makes `step` run everything between the
+two projections as one fused Triton kernel (`kernels/mamba2_step.py`, CUDA decoding).
 The scan itself lives in `ssd_ref` (the spec); fast kernels, when installed,
 are used by `fast=True` callers only after tests show they agree.
 """
@@ -33,12 +35,15 @@ class Mamba2Cache:
     conv: (B, conv_dim, d_conv - 1) the last inputs of the causal conv
     ssm:  (B, nheads, headdim, d_state) the SSM state, stored in the model's dtype as the official
           cache does (bf16 halves the bytes decoding streams per token); updated in float32
+    conv_pair: None, or (2, B, conv_dim, d_conv - 1) with conv == conv_pair[0]: the double-buffered
+          history of the fused decode kernel (step t reads conv_pair[t % 2], writes the other)
     """
     conv: torch.Tensor
     ssm: torch.Tensor
+    conv_pair: torch.Tensor | None = None
 
     def reset(self) -> None:
-        self.conv.zero_()
+        (self.conv if self.conv_pair is None else self.conv_pair).zero_()
         self.ssm.zero_()
 
 
@@ -95,12 +100,17 @@ class Mamba2(nn.Module):
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
 
-    def allocate_cache(self, batch: int, device=None, dtype=None) -> Mamba2Cache:
+    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False) -> Mamba2Cache:
+        """paired_conv: decode through the fused kernel (see `Mamba2Cache.conv_pair`)."""
+        if paired_conv and self.norm is not None and self.norm.norm_before_gate:
+            raise ValueError("the fused Mamba2 decode kernel gates before the norm; norm_before_gate=True is not supported")
         device = device if device is not None else self.in_proj.weight.device
         dtype = dtype or self.in_proj.weight.dtype
+        conv = torch.zeros(2 if paired_conv else 1, batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype)
         return Mamba2Cache(
-            conv=torch.zeros(batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),
+            conv=conv[0],
             ssm=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=dtype),
+            conv_pair=conv if paired_conv else None,
         )
 
     def _split(self, zxbcdt):
@@ -159,8 +169,13 @@ class Mamba2(nn.Module):
             fast = self.scan_impl == "fast"
         return ssd_chunked_recomputed if fast else ssd_chunked
 
-    def step(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
-        """One token: u (B, d_model) -> (B, d_model); updates the cache in place."""
+    def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
+        """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
+
+        With a paired cache (`allocate_cache(paired_conv=True)`) this is the fused kernel and
+        `index` (the step number, int or 0-d tensor) picks the conv buffer."""
+        if cache.conv_pair is not None:
+            return self._step_fused(u, cache, index)
         z, xBC, dt = self._split(self.in_proj(u))                  # (B, d_inner), (B, conv_dim), (B, h)
 
         window = torch.cat([cache.conv, xBC[:, :, None].to(cache.conv.dtype)], dim=2)  # (B, conv_dim, d_conv)
@@ -178,6 +193,19 @@ class Mamba2(nn.Module):
             y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
             cache.ssm.copy_(new_state)
         return self._output(y, x, z)
+
+    def _step_fused(self, u, cache: Mamba2Cache, index) -> torch.Tensor:
+        if kernels.mamba2_step_fused is None:
+            raise RuntimeError("a paired Mamba2 cache needs the fused Triton decode kernel (Triton is not importable)")
+        if index is None:
+            raise ValueError("Mamba2.step with a paired cache needs the step index")
+        if not torch.is_tensor(index):
+            index = torch.tensor(index, device=u.device)
+        g = kernels.mamba2_step_fused(                             # (B, d_inner): y * SiLU(z), in u's dtype
+            self.in_proj(u).contiguous(), cache.conv_pair, cache.ssm, index, self.conv1d.weight[:, 0],
+            self.conv1d.bias, self.dt_bias, self.A_log, self.D,
+            ngroups=self.ngroups, dt_limit=self.dt_limit)
+        return self.out_proj(self.norm(g, None) if self.norm is not None else g)
 
 
 def set_scan_impl(model: nn.Module, impl: str) -> None:

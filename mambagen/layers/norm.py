@@ -42,13 +42,15 @@ class RMSNormGated(nn.Module):
         self.group_size = group_size or dim
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """z None: x is already gated (the fused decode kernel gates before it stores)."""
         dtype, acc = x.dtype, _acc(x)
-        x, gate = x.to(acc), F.silu(z.to(acc))
-        if not self.norm_before_gate:
+        x = x.to(acc)
+        gate = F.silu(z.to(acc)) if z is not None else None
+        if gate is not None and not self.norm_before_gate:
             x = x * gate
         xg = x.unflatten(-1, (-1, self.group_size))                  # (..., groups, group_size)
         x = (xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2) * self.weight.to(acc)
-        if self.norm_before_gate:
+        if gate is not None and self.norm_before_gate:
             x = x * gate
         return x.to(dtype)

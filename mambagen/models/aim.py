@@ -121,11 +121,11 @@ class AiMBlock(nn.Module):
         h = modulate(self.norm(x), shift, scale)
         return x + self.dropout(gate * self.mixer(h.to(self.mixer.in_proj.weight.dtype), cache)).float()
 
-    def step(self, x, mod, cache: Mamba2Cache):
-        """x (B, D)."""
+    def step(self, x, mod, cache: Mamba2Cache, index=None):
+        """x (B, D); index: the step number (needed by a paired cache, see `Mamba2.step`)."""
         shift, scale, gate = mod.unbind(1)                           # (B, D) each
         h = modulate(self.norm(x), shift, scale)
-        return x + (gate * self.mixer.step(h.to(self.mixer.in_proj.weight.dtype), cache)).float()
+        return x + (gate * self.mixer.step(h.to(self.mixer.in_proj.weight.dtype), cache, index)).float()
 
 
 class AiM(nn.Module):
@@ -221,11 +221,12 @@ class AiM(nn.Module):
         return logits, loss
 
     # ---------------------------------------------------------------- decoding
-    def allocate_cache(self, batch: int, device=None, dtype=None) -> AiMCache:
+    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False) -> AiMCache:
+        """paired_conv: decode every mixer through the fused Triton kernel (see `Mamba2.step`)."""
         p = self.tok_emb.weight
         device, dtype = device or p.device, dtype or p.dtype
         d, L = self.config.d_model, self.config.n_layer
-        return AiMCache(layers=[blk.mixer.allocate_cache(batch, device, dtype) for blk in self.blocks],
+        return AiMCache(layers=[blk.mixer.allocate_cache(batch, device, dtype, paired_conv) for blk in self.blocks],
                         mods=torch.zeros(L, batch, 3, d, device=device, dtype=dtype),
                         final=torch.zeros(batch, 2, d, device=device, dtype=dtype))
 
@@ -248,7 +249,7 @@ class AiM(nn.Module):
     def step(self, tokens: torch.Tensor, cache: AiMCache, index, block_step=None) -> torch.Tensor:
         """Feed image token number `index` (int or 0-d tensor) and return logits (B, V) for token index + 1.
 
-        `block_step(block, x, mod, conv_state, ssm_state)` replaces `block.step` (the fast path
+        `block_step(block, x, mod, layer_cache, index)` replaces `block.step` (the fast path
         passes one compiled function that serves every block)."""
         x = self.tok_emb(tokens)
         if self.pos_emb is not None:
@@ -257,5 +258,5 @@ class AiM(nn.Module):
             x = x + (self.pos_emb(row.reshape(1)) if torch.is_tensor(row) else self.pos_emb.weight[row])
         x = x.float()
         for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
-            x = blk.step(x, mod, lc) if block_step is None else block_step(blk, x, mod, lc.conv, lc.ssm)
+            x = blk.step(x, mod, lc, index) if block_step is None else block_step(blk, x, mod, lc, index)
         return self._head(x, cache.final)

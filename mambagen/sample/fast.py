@@ -5,7 +5,8 @@ Python for every token. Here the whole step - all blocks, the head, CFG and samp
 captured once into a CUDA graph and replayed per token; the block step itself is compiled
 (regional compilation: one compiled function serves every block, since they share code and
 shapes) so its elementwise work fuses. The cache is preallocated and written in place, so
-the graph's buffers never move.
+the graph's buffers never move. On CUDA with Triton, AiM's mixers decode through the fused
+kernel (`kernels/mamba2_step.py`: conv, SSM update, skip and gate in one kernel per layer).
 
 Sampling inside the graph is Gumbel-max on the filtered logits with noise drawn outside it
 (one kernel per step): the same distribution as `sample_logits`, a different random stream.
@@ -15,24 +16,37 @@ from __future__ import annotations
 
 import torch
 
+from ..layers import kernels
 from ..layers.attention import KVCache
 from ..layers.mamba2 import Mamba2Cache
 from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
 
 
-def _aim_block_step(blk, x, mod, conv, ssm):
-    return blk.step(x, mod, Mamba2Cache(conv, ssm))
+def _aim_block_step(blk, x, mod, conv, ssm, conv_pair, index):
+    return blk.step(x, mod, Mamba2Cache(conv, ssm, conv_pair), index)
 
 
 def _gpt_block_step(layer, x, rope, k, v, pos, visible):
     return layer.step(x, rope, KVCache(k, v), pos, visible)
 
 
-def compiled_block_step(model):
-    """One compiled block step for every block of the model (regional compilation), or None."""
-    fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(type(model).__name__)
+def compiled_block_step(model, mode: str | None = None):
+    """One compiled block step for every block of the model (regional compilation), or None.
+    mode: torch.compile's mode ("max-autotune-no-cudagraphs" also tunes the matmuls for these shapes)."""
     # fullgraph=False: a custom kernel the compiler cannot trace splits the region instead of failing
-    return None if fn is None else torch.compile(fn, fullgraph=False, dynamic=False)
+    name = type(model).__name__
+    if name == "AiM":
+        step = torch.compile(_aim_block_step, fullgraph=False, dynamic=False, mode=mode)
+        return lambda blk, x, mod, lc, index: step(blk, x, mod, lc.conv, lc.ssm, lc.conv_pair, index)
+    if name == "GPT":
+        return torch.compile(_gpt_block_step, fullgraph=False, dynamic=False, mode=mode)
+    return None
+
+
+def fused_decode_available(model) -> bool:
+    """Whether AiM decoding can use the fused Mamba2 kernel here (CUDA weights, Triton importable)."""
+    return (type(model).__name__ == "AiM" and kernels.mamba2_step_fused is not None
+            and next(model.parameters()).is_cuda)
 
 
 def sample_with_noise(logits, noise, temperature: float, top_k: int, top_p: float):
@@ -51,7 +65,8 @@ class GraphedRasterSampler:
     """
 
     def __init__(self, model, batch: int, *, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, compile_blocks: bool = True, graph: bool = True):
+                 top_p: float = 1.0, compile_blocks: bool = True, graph: bool = True, fused: bool | None = None,
+                 compile_mode: str | None = None):
         check_sampling_args(cfg_scale, temperature, top_k, top_p)
         self.model, self.batch = model, batch
         self.cfg_scale, self.temperature, self.top_k, self.top_p = cfg_scale, temperature, top_k, top_p
@@ -59,12 +74,14 @@ class GraphedRasterSampler:
         p = next(model.parameters())
         rows = 2 * batch if self.guided else batch
         V = model.config.vocab_size
-        self.cache = model.allocate_cache(rows)
+        # fused: AiM's fused Mamba2 decode kernel (None: wherever it is available)
+        self.fused = fused_decode_available(model) if fused is None else fused
+        self.cache = model.allocate_cache(rows, paired_conv=True) if self.fused else model.allocate_cache(rows)
         self.tok_in = torch.zeros(rows, dtype=torch.long, device=p.device)
         self.tok_out = torch.zeros(batch, dtype=torch.long, device=p.device)
         self.index = torch.zeros((), dtype=torch.long, device=p.device)
         self.noise = torch.rand(batch, V, device=p.device)
-        self.block_step = compiled_block_step(model) if compile_blocks else None
+        self.block_step = compiled_block_step(model, compile_mode) if compile_blocks else None
         self.graph = None
         if graph and p.is_cuda:
             self._capture()
