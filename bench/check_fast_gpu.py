@@ -161,7 +161,7 @@ def check(name, batch=4, **overrides):
     cache = model.allocate_cache(batch, paired_conv=True) if sampler.fused else model.allocate_cache(batch)
     lg = [model.prefill(labels, cache)]
     for i in range(model.config.num_tokens - 1):
-        lg.append(model.step(ref.tokens[:, i], cache, torch.tensor(i, device="cuda"), block_step=sampler.block_step))
+        lg.append(sampler.step_logits(ref.tokens[:, i], torch.tensor(i, device="cuda"), cache))
     lg = torch.stack(lg, 1)
     ref_lg, _ = model(ref.tokens, labels)
     rel = ((lg - ref_lg).norm() / ref_lg.norm()).item()

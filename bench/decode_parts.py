@@ -8,6 +8,7 @@ Usage: python bench/decode_parts.py OUT.json [rows]
 """
 import json
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -80,12 +81,11 @@ def main():
     x, dtt = torch.randn(rows, NH, P, device=dev, dtype=dt), torch.rand(rows, NH, device=dev)
     Bm, Cm = torch.randn(rows, 1, N, device=dev, dtype=dt), torch.randn(rows, 1, N, device=dev, dtype=dt)
     out["SSM-only kernel (previous)"] = per_layer_us(lambda: [ssm_step_inplace(s, x, dtt, -alog.exp(), Bm, Cm) for s in states])
-    for bp in (16, 32, 64):
-        for nw in (2, 4, 8):
-            kw = dict(block_p=bp, num_warps=nw)
-            out[f"fused mamba2 step p{bp} w{nw}"] = per_layer_us(
-                lambda: [mamba2_step_fused(zx, c, s, idx, cw, cb, dtb, alog, Dp, ngroups=1, **kw)
-                         for s, c in zip(states, pairs)])
+    for bp, nw, stream in ((16, 4, False), (16, 4, True), (32, 4, False), (32, 4, True), (16, 8, False), (8, 4, False)):
+        kw = dict(block_p=bp, num_warps=nw, stream_state=stream)
+        out[f"fused mamba2 step p{bp} w{nw}{' streaming' if stream else ''}"] = per_layer_us(
+            lambda: [mamba2_step_fused(zx, c, s, idx, cw, cb, dtb, alog, Dp, ngroups=1, **kw)
+                     for s, c in zip(states, pairs)])
     del states, pairs, w_in, w_out
     # the whole step as the sampler graphs it (per layer = per step / 48)
     torch.manual_seed(0)
@@ -94,14 +94,22 @@ def main():
     labels = torch.arange(rows // 2, device=dev)
     sampler.generate(labels)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    sampler.graph.replay()
+    sampler.index.zero_()                       # the step graph advances the index: stay inside the image
+    sampler.step_graph.replay()
     start.record()
     for _ in range(50):
-        sampler.graph.replay()
+        sampler.step_graph.replay()
     end.record()
     torch.cuda.synchronize()
     res["whole_step_ms"] = start.elapsed_time(end) / 50
     out["whole graphed decode step (per layer)"] = res["whole_step_ms"] * 1000 / L
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        sampler.generate(labels)
+    torch.cuda.synchronize()
+    res["generate_s_per_batch"] = (time.perf_counter() - t0) / 3
+    res["outside_steps_ms"] = res["generate_s_per_batch"] * 1000 - 255 * res["whole_step_ms"]
     res["state_mb_per_layer"] = rows * NH * P * N * 2 / 1e6
     res["weights_mb_per_layer"] = ((2 * DI + 2 * N + NH) * D + D * DI) * 2 / 1e6
     json.dump(res, open(sys.argv[1], "w"), indent=1)

@@ -37,3 +37,17 @@ def test_gpt_fast_loop_with_device_index_equals_reference():
     ref = generate_raster(model, labels, cfg_scale=2.0, top_k=1).tokens
     fast = GraphedRasterSampler(model, 2, cfg_scale=2.0, top_k=1, compile_blocks=False, graph=False)
     assert torch.equal(fast.generate(labels), ref)
+
+
+def test_aim_step_with_deferred_residuals_equals_model_step():
+    from mambagen.sample.fast import aim_step
+    torch.manual_seed(0)
+    model = mambagen.create_model("aim-tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        labels = torch.tensor([1, 2])
+        c1, c2 = model.allocate_cache(2), model.allocate_cache(2)
+        model.prefill(labels, c1), model.prefill(labels, c2)
+        for i, tok in enumerate(torch.randint(0, 256, (4, 2))):
+            torch.testing.assert_close(aim_step(model, tok, c2, i), model.step(tok, c1, i), rtol=1e-5, atol=1e-5)

@@ -50,10 +50,27 @@ def test_paired_cache_needs_index_and_gate_after_norm():
         Mamba2(32, d_state=8, headdim=8, norm_before_gate=True).allocate_cache(2, paired_conv=True)
 
 
-def test_fused_sampler_greedy_equals_reference():
+@pytest.mark.parametrize("split,scale", [(1, False), (4, True)])
+def test_skinny_linear_equals_linear(split, scale):
+    from mambagen.kernels.skinny_linear import skinny_linear
     torch.manual_seed(0)
-    model = AiM(AiMConfig(d_model=32, n_layer=2, vocab_size=64, num_classes=4, num_tokens=9, d_state=8,
-                          headdim=16, adaln_groups=2)).eval()               # small: the interpreter is slow
+    a, w, s = torch.randn(5, 128), torch.randn(40, 128), torch.rand(128) + 0.5
+    y = skinny_linear(a, w, scale=s if scale else None, split=split, block_n=16, block_k=16)
+    if split > 1:
+        assert y.shape == (split, 5, 40) and y.dtype == torch.float32
+        y = y.sum(0)
+    torch.testing.assert_close(y, torch.nn.functional.linear(a * s if scale else a, w), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_fused_sampler_greedy_equals_reference(ngroups):
+    """The whole fused path: graphed-start class step, fused kernel, split-K out_proj with the norm's
+    1/rms applied by the next block; greedy tokens equal the reference sampler's."""
+    from mambagen.sample.fast import _out_proj_block_k
+    torch.manual_seed(0)
+    model = AiM(AiMConfig(d_model=64, n_layer=2, vocab_size=64, num_classes=4, num_tokens=9, d_state=8,
+                          headdim=32, ngroups=ngroups, adaln_groups=2)).eval()   # small: the interpreter is slow
+    assert _out_proj_block_k(model.blocks[0].mixer, 4) == 16                     # the split-K out_proj runs
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)

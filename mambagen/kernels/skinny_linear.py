@@ -17,8 +17,9 @@ import triton.language as tl
 
 
 @triton.jit
-def _skinny_linear_kernel(a_ptr, w_ptr, out_ptr, M, N, K, stride_am, stride_wn, stride_os, stride_om,
-                          K_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _skinny_linear_kernel(a_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_am, stride_wn, stride_os, stride_om,
+                          K_SPLIT: tl.constexpr, HAS_SCALE: tl.constexpr, IEEE: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -27,8 +28,13 @@ def _skinny_linear_kernel(a_ptr, w_ptr, out_ptr, M, N, K, stride_am, stride_wn, 
     for k in range(pid_s * K_SPLIT, (pid_s + 1) * K_SPLIT, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
         a = tl.load(a_ptr + offs_m[:, None] * stride_am + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+        if HAS_SCALE:   # a per-input-channel factor (a norm's weight), applied as the rows are read
+            a = (a.to(tl.float32) * tl.load(scale_ptr + offs_k).to(tl.float32)[None, :]).to(a_ptr.dtype.element_ty)
         w = tl.load(w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None], mask=mask_n[None, :], other=0.0)
-        acc += tl.dot(a, w)                                   # (BLOCK_M, BLOCK_K) @ (BLOCK_K, BLOCK_N)
+        if IEEE:     # float32 operands: true float32 products (tl.dot would round them to tf32)
+            acc += tl.dot(a, w, input_precision="ieee")
+        else:
+            acc += tl.dot(a, w)                               # (BLOCK_M, BLOCK_K) @ (BLOCK_K, BLOCK_N)
     tl.store(out_ptr + pid_s * stride_os + offs_m[:, None] * stride_om + offs_n[None, :],
              acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -37,9 +43,10 @@ def skinny_linear_supported(M: int, K: int, split: int, block_k: int) -> bool:
     return M <= 128 and K % (split * block_k) == 0
 
 
-def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, split: int = 1, block_n: int = 32, block_k: int = 128,
-                  num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
-    """a (M, K), w (N, K) -> (M, N) in a's dtype when split == 1, else (split, M, N) float32 partials."""
+def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, scale: torch.Tensor | None = None, split: int = 1,
+                  block_n: int = 32, block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+    """(a * scale) @ w^T: a (M, K), w (N, K), scale (K,) or None -> (M, N) in a's dtype when split == 1,
+    else (split, M, N) float32 partials, partial s from input channels [s K / split, (s + 1) K / split)."""
     M, K = a.shape
     N = w.shape[0]
     if not skinny_linear_supported(M, K, split, block_k):
@@ -49,7 +56,9 @@ def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, split: int = 1, block_n: 
     out = (torch.empty(M, N, device=a.device, dtype=a.dtype) if split == 1 else
            torch.empty(split, M, N, device=a.device, dtype=torch.float32))
     grid = (triton.cdiv(N, block_n), split)
-    _skinny_linear_kernel[grid](a, w, out, M, N, K, a.stride(0), w.stride(0), M * N, N, K_SPLIT=K // split,
+    _skinny_linear_kernel[grid](a, w, scale if scale is not None else w, out, M, N, K, a.stride(0), w.stride(0),
+                                M * N, N, K_SPLIT=K // split, HAS_SCALE=scale is not None,
+                                IEEE=a.dtype == torch.float32,
                                 BLOCK_M=max(16, triton.next_power_of_2(M)), BLOCK_N=block_n, BLOCK_K=block_k,
                                 num_warps=num_warps, num_stages=num_stages)
     return out

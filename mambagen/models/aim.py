@@ -123,9 +123,13 @@ class AiMBlock(nn.Module):
 
     def step(self, x, mod, cache: Mamba2Cache, index=None):
         """x (B, D); index: the step number (needed by a paired cache, see `Mamba2.step`)."""
+        h, gate = self.mixer_input(x, mod)
+        return x + (gate * self.mixer.step(h, cache, index)).float()
+
+    def mixer_input(self, x, mod):
+        """The mixer's input and the gate of its output at one decoding step: x (B, D) -> (B, D) x 2."""
         shift, scale, gate = mod.unbind(1)                           # (B, D) each
-        h = modulate(self.norm(x), shift, scale)
-        return x + (gate * self.mixer.step(h.to(self.mixer.in_proj.weight.dtype), cache, index)).float()
+        return modulate(self.norm(x), shift, scale).to(self.mixer.in_proj.weight.dtype), gate
 
 
 class AiM(nn.Module):
@@ -246,17 +250,19 @@ class AiM(nn.Module):
             x = blk(x, c, None if group is None else group[:, i % group.shape[1]], lc)
         return self._head(x[:, -1], cache.final)
 
-    def step(self, tokens: torch.Tensor, cache: AiMCache, index, block_step=None) -> torch.Tensor:
-        """Feed image token number `index` (int or 0-d tensor) and return logits (B, V) for token index + 1.
-
-        `block_step(block, x, mod, layer_cache, index)` replaces `block.step` (the fast path
-        passes one compiled function that serves every block)."""
+    def embed_step(self, tokens: torch.Tensor, index) -> torch.Tensor:
+        """Input of decoding step `index`: tokens (B,) -> (B, D) float32."""
         x = self.tok_emb(tokens)
         if self.pos_emb is not None:
             row = index + self.config.sample_position_shift
             # a device index is looked up, never indexed with (that would sync with the host)
             x = x + (self.pos_emb(row.reshape(1)) if torch.is_tensor(row) else self.pos_emb.weight[row])
-        x = x.float()
+        return x.float()
+
+    def step(self, tokens: torch.Tensor, cache: AiMCache, index) -> torch.Tensor:
+        """Feed image token number `index` (int or 0-d tensor) and return logits (B, V) for token index + 1.
+        (`sample.fast` runs the same step with its blocks compiled and fused.)"""
+        x = self.embed_step(tokens, index)
         for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
-            x = blk.step(x, mod, lc, index) if block_step is None else block_step(blk, x, mod, lc, index)
+            x = blk.step(x, mod, lc, index)
         return self._head(x, cache.final)
