@@ -22,10 +22,11 @@ causal_conv1d_update = _optional("causal_conv1d", "causal_conv1d_update")
 ssm_step_inplace = _optional("mambagen.kernels.ssm_step", "ssm_step_inplace")
 mamba2_step_fused = _optional("mambagen.kernels.mamba2_step", "mamba2_step_fused")
 skinny_linear = _optional("mambagen.kernels.skinny_linear", "skinny_linear")
+residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_norm_modulate")
 
 
 def available() -> dict[str, bool]:
     """Which optional kernels were found (for `mambagen info`)."""
     return {name: globals()[name] is not None for name in (
         "mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
-        "ssm_step_inplace", "mamba2_step_fused", "skinny_linear")}
+        "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate")}

@@ -27,34 +27,39 @@ OUT_PROJ_SPLIT = 8   # split-K of the fused path's out_proj (bench/results/h100_
 
 
 def _out_proj_block_k(m, rows: int) -> int | None:
-    """The K tile of the fused path's split-K out_proj for this mixer, or None where it cannot run
-    (then the mixer's own norm and out_proj run)."""
+    """The K tile of the fused path's split-K out_proj for this mixer, or None where the fused path
+    cannot run it (then the mixer's own norm and out_proj run)."""
     block_k = min(64, m.d_inner // OUT_PROJ_SPLIT)
-    ok = (kernels.skinny_linear is not None and m.norm is not None and m.out_proj.bias is None and rows <= 128
+    ok = (kernels.skinny_linear is not None and kernels.residual_norm_modulate is not None
+          and m.norm is not None and m.out_proj.bias is None and rows <= 128
           and block_k >= 16 and block_k & (block_k - 1) == 0 and m.d_inner % (OUT_PROJ_SPLIT * block_k) == 0
           and OUT_PROJ_SPLIT % m.ngroups == 0)
     return block_k if ok else None
 
 
 def _aim_block_step(blk, x, pending, mod, conv, ssm, conv_pair, index):
-    """AiM block i's decode step with block i-1's residual update (`pending`) moved in, so that the
-    compiler fuses it with this block's norm (one elementwise kernel per layer instead of two).
+    """AiM block i's decode step with block i-1's residual update (`pending`) moved in, so that it
+    runs in the same kernel as this block's norm. Returns (x, pending).
 
-    With a paired cache the mixer runs as in_proj -> the fused Triton kernel -> one split-K matmul
-    of (g * norm weight) by out_proj; the gated RMSNorm's 1 / rms, a scalar per row (and group),
-    is applied to the matmul's output by the next block (`_residual_update`). Returns (x, pending).
+    With a paired cache, three Triton kernels and in_proj: [block i-1's update + norm + adaLN] ->
+    in_proj -> [conv, SSM, skip, gate] -> one split-K matmul of (g * norm weight) by out_proj; the
+    gated RMSNorm's 1 / rms, a scalar per row (and group), is applied to that matmul's output by the
+    next block. Otherwise the same in PyTorch with the mixer's own step (compiled by the caller).
     """
-    if pending is not None:
-        x = x + _residual_update(blk.mixer, *pending)
-    h, gate = blk.mixer_input(x, mod)
     m, cache = blk.mixer, Mamba2Cache(conv, ssm, conv_pair)
-    block_k = _out_proj_block_k(m, h.shape[0])
-    if conv_pair is None or block_k is None:
-        return x, (None, m.step(h, cache, index), gate)
-    g = m.fused_core(m.in_proj(h), cache, index)                           # (B, d_inner) = y * SiLU(z)
-    parts = kernels.skinny_linear(g, m.out_proj.weight, scale=m.norm.weight, split=OUT_PROJ_SPLIT,
-                                  block_n=32, block_k=block_k, num_stages=4)   # (split, B, d_model) float32
-    return x, (g, parts, gate)
+    block_k = _out_proj_block_k(m, x.shape[0])
+    if conv_pair is not None and block_k is not None:
+        g, parts, gate = pending if pending is not None else (None, None, None)
+        x, h = kernels.residual_norm_modulate(x, mod, blk.norm.weight, blk.norm.eps, m.in_proj.weight.dtype,
+                                              g, parts, gate, m.norm.eps, m.ngroups)
+        g = m.fused_core(m.in_proj(h), cache, index)                           # (B, d_inner) = y * SiLU(z)
+        parts = kernels.skinny_linear(g, m.out_proj.weight, scale=m.norm.weight, split=OUT_PROJ_SPLIT,
+                                      block_n=32, block_k=block_k, num_stages=4)   # (split, B, d_model) fp32
+        return x, (g, parts, mod[:, 2])
+    if pending is not None:
+        x = x + _residual_update(m, *pending)
+    h, gate = blk.mixer_input(x, mod)
+    return x, (None, m.step(h, cache, index), gate)
 
 
 def _residual_update(m, g, out, gate):
