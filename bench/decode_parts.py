@@ -90,6 +90,14 @@ def main():
         out[f"fused mamba2 step p{bp} w{nw}{' streaming' if stream else ''}"] = per_layer_us(
             lambda: [mamba2_step_fused(zx, c, s, idx, cw, cb, dtb, alog, Dp, ngroups=1, **kw)
                      for s, c in zip(states, pairs)])
+    # the kernel between blocks (previous block's update + norm + adaLN), by split-K slices
+    from mambagen.kernels.residual_norm import residual_norm_modulate
+    xs, gs = torch.randn(rows, D, device=dev), torch.randn(rows, DI, device=dev, dtype=dt)
+    mod, nw_ = torch.randn(rows, 3, D, device=dev, dtype=dt), torch.ones(D, device=dev, dtype=dt)
+    for split in (4, 8):
+        parts = torch.randn(split, rows, D, device=dev)
+        out[f"residual + norm + adaLN kernel, {split} slices"] = per_layer_us(
+            lambda: [residual_norm_modulate(xs, mod, nw_, 1e-5, dt, gs, parts, mod[:, 2], 1e-5, 1) for _ in range(L)])
     del states, pairs, w_in, w_out
     # the whole step as the sampler graphs it (per layer = per step / 48)
     torch.manual_seed(0)
