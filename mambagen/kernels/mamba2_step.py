@@ -113,7 +113,7 @@ def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, d
     index     0-d int tensor: the step number (its parity picks the conv buffer)
     A_log     (nheads,): the decay is exp(dt * A) with A = -exp(A_log)
     block_p, num_warps: headdim channels per program and its warps (tuning only: 16 / 4 was the
-                        fastest for AiM-L on an H100, bench/results/h100_decode_parts*.json)
+                        fastest for AiM-L on an H100, bench/results/h100_decode_parts_tuning.json)
     stream_state: load/store the state with streaming cache hints (tuning only)
     Returns g = y * SiLU(z), (b, d_inner) in zxbcdt's dtype: the input of the gated norm's normalisation.
     """

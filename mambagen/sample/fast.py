@@ -23,7 +23,7 @@ from ..layers.mamba2 import Mamba2Cache
 from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
 
 
-OUT_PROJ_SPLIT = 8   # split-K of the fused path's out_proj (bench/results/h100_decode_parts*.json)
+OUT_PROJ_SPLIT = 8   # split-K of the fused path's out_proj (bench/results/h100_decode_parts_tuning.json)
 
 
 def _out_proj_block_k(m, rows: int) -> int | None:
