@@ -5,8 +5,14 @@ Python for every token. Here the whole step - all blocks, the head, CFG and samp
 captured once into a CUDA graph and replayed per token; the block step itself is compiled
 (regional compilation: one compiled function serves every block, since they share code and
 shapes) so its elementwise work fuses. The cache is preallocated and written in place, so
-the graph's buffers never move. On CUDA with Triton, AiM's mixers decode through the fused
-kernel (`kernels/mamba2_step.py`: conv, SSM update, skip and gate in one kernel per layer).
+the graph's buffers never move.
+
+AiM on CUDA with Triton runs each block as four kernels (see `_aim_block_step`): the previous
+block's residual update with this block's norm and adaLN (`kernels/residual_norm.py`), in_proj,
+conv + SSM update + skip + gate (`kernels/mamba2_step.py`), and a split-K out_proj with the gated
+norm folded in (`kernels/skinny_linear.py`). Its start - conditioning and the class token's step
+from an empty state, which is what prefill computes - is a graph too. Every piece has a PyTorch
+reference, and the tests compare them (on CPU in Triton's interpreter).
 
 Sampling inside the graph is Gumbel-max on the filtered logits with noise drawn outside it
 (one kernel per step): the same distribution as `sample_logits`, a different random stream.
@@ -17,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from ..layers import kernels
-from ..layers.embed import check_labels
 from ..layers.attention import KVCache
+from ..layers.embed import check_labels
 from ..layers.mamba2 import Mamba2Cache
 from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
 
