@@ -1,6 +1,7 @@
 """AiM: cached decoding == parallel forward, conditioning variants, official loader, sampler."""
 import pytest
 import torch
+from helpers import assert_overfits_one_batch
 
 from mambagen.convert.aim import convert_aim_state_dict
 from mambagen.io import CheckpointError
@@ -83,17 +84,7 @@ def test_bad_class_id_is_a_clear_error():
 
 def test_overfit_one_batch_loss_falls():
     torch.manual_seed(0)
-    model = create_model("aim-tiny").train()
-    codes, labels = torch.randint(0, 256, (4, 16)), torch.tensor([0, 1, 2, 3])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        _, loss = model(codes, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses[::8]
+    assert_overfits_one_batch(create_model("aim-tiny").train())
 
 
 def test_top_k_top_p_filter():

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from helpers import assert_overfits_one_batch
 from safetensors.torch import save_file
 
 from mambagen.convert.gpt import (convert_gpt_state_dict, gpt_config_from_official, infer_official_config,
@@ -102,17 +103,7 @@ def test_kv_cache_is_preallocated_and_fixed():
 
 def test_overfit_one_batch_loss_falls():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**TINY)).train()
-    codes, labels = torch.randint(0, 256, (4, 16)), torch.tensor([0, 1, 2, 3])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        _, loss = model(codes, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses[::8]
+    assert_overfits_one_batch(GPT(GPTConfig(**TINY)).train())
 
 
 def test_cfg_sampling_is_seeded_and_keeps_prefix():

@@ -51,7 +51,6 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
                         state_ptr, index_ptr, out_ptr, pair_stride, dt_min, dt_max,
                         H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr, K: tl.constexpr,
                         HAS_BIAS: tl.constexpr, D_PER_CHANNEL: tl.constexpr, CLAMP_DT: tl.constexpr,
-                        STREAM: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     bh = tl.program_id(0)                      # one (batch row, head) ...
     pb = tl.program_id(1)                      # ... and a block of headdim channels
@@ -70,10 +69,7 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
     # the state block first: its load (the bulk of the kernel's bytes) overlaps the conv work below
     s_ptrs = state_ptr + (bh * P + offs_p[:, None]) * N + offs_n[None, :]
     m = mask_p[:, None] & mask_n[None, :]
-    if STREAM:   # read once, written once: keep it from displacing what L2 serves again (weights, B/C)
-        s = tl.load(s_ptrs, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-    else:
-        s = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)        # stored in the model dtype, updated in fp32
+    s = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)        # stored in the model dtype, updated in fp32
     ch_x = h * P + offs_p                                        # this program's x channels
     x = _conv_silu(hist, nxt, row + DI, conv_w_ptr, conv_b_ptr, ch_x, mask_p, mask_p, K, BLOCK_K, HAS_BIAS)
     # the one program that writes the group's B/C history: its first head's first channel block
@@ -89,10 +85,7 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
         dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
     decay = tl.exp(-dt * tl.exp(tl.load(A_log_ptr + h).to(tl.float32)))   # exp(dt * A), A = -exp(A_log)
     s = s * decay + (dt * x)[:, None] * Bv[None, :]
-    if STREAM:
-        tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=m, cache_modifier=".cs")
-    else:
-        tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=m)
+    tl.store(s_ptrs, s.to(state_ptr.dtype.element_ty), mask=m)
     y = tl.sum(s * Cv[None, :], axis=1)
     if D_PER_CHANNEL:
         y += x * tl.load(D_ptr + ch_x, mask=mask_p, other=0.0).to(tl.float32)
@@ -103,8 +96,7 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
 
 
 def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, dt_bias, A_log, D, *,
-                      ngroups: int, dt_limit=(0.0, float("inf")), block_p: int = 16, num_warps: int = 4,
-                      stream_state: bool = False):
+                      ngroups: int, dt_limit=(0.0, float("inf")), block_p: int = 16, num_warps: int = 4):
     """One decode step of a Mamba2 mixer after its in_proj.
 
     zxbcdt    (b, 2*d_inner + 2*ngroups*d_state + nheads): the in_proj output of this token
@@ -114,7 +106,6 @@ def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, d
     A_log     (nheads,): the decay is exp(dt * A) with A = -exp(A_log)
     block_p, num_warps: headdim channels per program and its warps (tuning only: 16 / 4 was the
                         fastest for AiM-L on an H100, bench/results/h100_decode_parts_tuning.json)
-    stream_state: load/store the state with streaming cache hints (tuning only)
     Returns g = y * SiLU(z), (b, d_inner) in zxbcdt's dtype: the input of the gated norm's normalisation.
     """
     b, H, P, N = state.shape
@@ -132,6 +123,6 @@ def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, d
         zxbcdt, conv_pair, conv_weight, conv_bias if conv_bias is not None else conv_weight, dt_bias, A_log, D,
         state, index, out, conv_pair.stride(0), float(dt_limit[0]), float(min(dt_limit[1], 3.0e38)),
         H=H, P=P, N=N, G=ngroups, K=K, HAS_BIAS=conv_bias is not None, D_PER_CHANNEL=D.numel() == H * P,
-        CLAMP_DT=clamp, STREAM=stream_state, BLOCK_P=BLOCK_P, BLOCK_N=triton.next_power_of_2(N), BLOCK_K=triton.next_power_of_2(K),
+        CLAMP_DT=clamp, BLOCK_P=BLOCK_P, BLOCK_N=triton.next_power_of_2(N), BLOCK_K=triton.next_power_of_2(K),
         num_warps=num_warps)
     return out

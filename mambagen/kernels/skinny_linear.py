@@ -39,17 +39,13 @@ def _skinny_linear_kernel(a_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_am, 
              acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def skinny_linear_supported(M: int, K: int, split: int, block_k: int) -> bool:
-    return M <= 128 and K % (split * block_k) == 0
-
-
 def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, scale: torch.Tensor | None = None, split: int = 1,
                   block_n: int = 32, block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """(a * scale) @ w^T: a (M, K), w (N, K), scale (K,) or None -> (M, N) in a's dtype when split == 1,
     else (split, M, N) float32 partials, partial s from input channels [s K / split, (s + 1) K / split)."""
     M, K = a.shape
     N = w.shape[0]
-    if not skinny_linear_supported(M, K, split, block_k):
+    if M > 128 or K % (split * block_k):
         raise ValueError(f"skinny_linear: needs M <= 128 and K divisible by split*block_k, got M={M} K={K} "
                          f"split={split} block_k={block_k}")
     a, w = a.contiguous(), w.contiguous()
