@@ -47,30 +47,35 @@ def _model(name: str, device, dtype):
     return create_model(name).to(device=device, dtype=dtype).eval()
 
 
+def generation_call(model, cfg_scale: float):
+    """call(labels, generator) -> tokens (or VAR features) of the benchmark's sampling setting for the
+    next-scale (VAR, M-VAR) and random-order (ARPG) models; None for raster models."""
+    if hasattr(model, "decode_scale"):
+        from .sample.scales import generate_scales
+        from .tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
+        c, p = model.config, next(model.parameters())
+        quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
+                                                   image_size=c.patch_nums[-1] * 16)).to(device=p.device, dtype=p.dtype)
+        return lambda lab, gen: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, top_k=900, top_p=0.96,
+                                                generator=gen).f_hat
+    if hasattr(model, "decode_step"):
+        from .sample.random_order import generate_random_order
+        return lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
+                                                      generator=gen).tokens
+    return None
+
+
 def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device) -> dict:
     """Seconds per batch of `batch` images (tokens only) on the reference or the fast path."""
     from .sample.fast import GraphedRasterSampler
     from .sample.raster import generate_raster
-    from .sample.scales import generate_scales
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     model = _model(name, device, dtype)
     labels = torch.arange(batch, device=device) % model.config.num_classes
     g = torch.Generator(device=device).manual_seed(0)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     t_setup = time.perf_counter()
-    if hasattr(model, "decode_scale"):
-        from .tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
-        c = model.config
-        quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
-                                                   image_size=c.patch_nums[-1] * 16)).to(device=device, dtype=dtype)
-        call = lambda lab, gen: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, top_k=900, top_p=0.96,
-                                                generator=gen).f_hat
-    elif hasattr(model, "decode_step"):
-        from .sample.random_order import generate_random_order
-        call = lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
-                                                      generator=gen).tokens
-    else:
-        call = None
+    call = generation_call(model, cfg_scale)
     if call is not None and path == "graph":        # the whole call as one CUDA graph
         from .sample.graphs import GraphedCall
         torch.cuda.manual_seed(0)
