@@ -1,6 +1,8 @@
 """Where the time of one whole sampling call goes, per kernel (next-scale and random-order models).
-Eager (not graphed) so every kernel is visible; batch B with CFG, bf16, random weights.
-Usage: python bench/profile_call.py MODEL BATCH OUT.txt"""
+Not graphed, so every kernel is visible; batch B with CFG, bf16, random weights.
+`fast`: with what the fast path compiles (ARPG's block steps, M-VAR's scan) and its attention backends.
+Usage: python bench/profile_call.py MODEL BATCH OUT.txt [fast]"""
+import contextlib
 import sys
 import time
 
@@ -8,27 +10,41 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import mambagen
-from mambagen.bench import generation_call
+from mambagen.bench import generation_setting
+from mambagen.layers.mamba2 import scan_impl
+from mambagen.sample.fast import compiled_block_step
+from mambagen.sample.graphs import decode_attention_backends
+from mambagen.sample.random_order import generate_random_order
+from mambagen.sample.scales import generate_scales
 
 name, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fast = len(sys.argv) > 4 and sys.argv[4] == "fast"
 torch.manual_seed(0)
 model = mambagen.create_model(name).cuda().to(torch.bfloat16).eval()
 labels = torch.arange(batch, device="cuda") % model.config.num_classes
-call = generation_call(model, cfg_scale=1.5)
-with torch.no_grad():
-    call(labels, None)
+s = generation_setting(model, 1.5)
+if "quantizer" in s:
+    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=0.5, top_k=900, top_p=0.96)
+    ctx = scan_impl(model, "fast") if fast else contextlib.nullcontext()
+else:
+    steps = compiled_block_step(model) if fast else None
+    call = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=1.5, block_steps=steps)
+    ctx = contextlib.nullcontext()
+attn = torch.nn.attention.sdpa_kernel(decode_attention_backends()) if fast else contextlib.nullcontext()
+with torch.no_grad(), ctx, attn:
+    call()
     torch.cuda.synchronize()
     t = time.perf_counter()
-    call(labels, None)
+    call()
     torch.cuda.synchronize()
     eager = time.perf_counter() - t
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        call(labels, None)
+        call()
         torch.cuda.synchronize()
 events = prof.key_averages()
 gpu_total = sum(e.self_device_time_total for e in events) / 1e3
-table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
-text = f"{name} batch {batch}: eager call {eager * 1e3:.1f} ms, GPU kernel time {gpu_total:.1f} ms, " \
-       f"kernels {sum(e.count for e in events if e.self_device_time_total > 0)}\n{table}"
+table = events.table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+text = f"{name} batch {batch} ({'fast: compiled parts' if fast else 'eager'}): call {eager * 1e3:.1f} ms, " \
+       f"GPU kernel time {gpu_total:.1f} ms, kernels {sum(e.count for e in events if e.self_device_time_total > 0)}\n{table}"
 open(out, "w").write(text)
-print(text[:3000])
+print(text.splitlines()[0])

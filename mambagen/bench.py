@@ -47,22 +47,32 @@ def _model(name: str, device, dtype):
     return create_model(name).to(device=device, dtype=dtype).eval()
 
 
-def generation_call(model, cfg_scale: float):
-    """call(labels, generator) -> tokens (or VAR features) of the benchmark's sampling setting for the
-    next-scale (VAR, M-VAR) and random-order (ARPG) models; None for raster models."""
+def generation_setting(model, cfg_scale: float) -> dict | None:
+    """The benchmark's sampling setting for next-scale (VAR, M-VAR: the official top-k 900 / top-p 0.96,
+    a quantizer of the model's scales) and random-order (ARPG: 64 steps) models; None for raster models."""
     if hasattr(model, "decode_scale"):
-        from .sample.scales import generate_scales
         from .tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
         c, p = model.config, next(model.parameters())
         quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
                                                    image_size=c.patch_nums[-1] * 16)).to(device=p.device, dtype=p.dtype)
-        return lambda lab, gen: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, top_k=900, top_p=0.96,
-                                                generator=gen).f_hat
+        return dict(cfg_scale=cfg_scale, quantizer=quantizer, top_k=900, top_p=0.96)
     if hasattr(model, "decode_step"):
-        from .sample.random_order import generate_random_order
-        return lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
-                                                      generator=gen).tokens
+        return dict(cfg_scale=cfg_scale, num_iter=64, top_k=0)
     return None
+
+
+def generation_call(model, cfg_scale: float):
+    """call(labels, generator) -> the reference sampler's result in the benchmark's setting, or None."""
+    setting = generation_setting(model, cfg_scale)
+    if setting is None:
+        return None
+    if "quantizer" in setting:
+        from .sample.scales import generate_scales
+        return lambda lab, gen: generate_scales(model, setting["quantizer"], lab, cfg=cfg_scale - 1, top_k=900,
+                                                top_p=0.96, generator=gen).f_hat
+    from .sample.random_order import generate_random_order
+    return lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
+                                                  generator=gen).tokens
 
 
 def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device) -> dict:
@@ -76,11 +86,15 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     t_setup = time.perf_counter()
     call = generation_call(model, cfg_scale)
-    if call is not None and path == "graph":        # the whole call as one CUDA graph
+    if call is not None and path == "graph":        # the whole eager call as one CUDA graph
         from .sample.graphs import GraphedCall
         torch.cuda.manual_seed(0)
         graphed = GraphedCall(lambda lab: call(lab, None), labels)
         run = lambda: graphed(labels)
+    elif call is not None and path == "fast":       # compiled where it pays, then one CUDA graph
+        from .sample.graphs import GraphedCallSampler
+        whole = GraphedCallSampler(model, batch, **generation_setting(model, cfg_scale))
+        run = lambda: whole.generate(labels, g)
     elif call is not None:
         run = lambda: call(labels, g)
     elif path == "reference":

@@ -132,7 +132,8 @@ def cmd_sample(args) -> None:
     images, chunks = [], labels.split(args.batch_size)
     for chunk in tqdm(chunks, desc="sampling", unit="batch", disable=len(chunks) == 1 and not args.progress):
         imgs, _ = sample_images(generator, tokenizer, chunk, cfg_scale=args.cfg, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, rng=rng, progress=args.progress)
+                                top_k=args.top_k, top_p=args.top_p, rng=rng, progress=args.progress,
+                                fast=False if args.reference or args.progress else None)
         images.append(imgs.cpu())
     arr = to_uint8(torch.cat(images))
     dt = time.time() - t0
@@ -272,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nrow", type=int, default=None, help="images per grid row (default: per-class)")
     s.add_argument("--scale", type=int, default=2, help="upscale the grid by this integer factor")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--progress", action="store_true", help="show a per-token progress bar")
+    s.add_argument("--progress", action="store_true", help="show a per-token progress bar (reference sampler)")
+    s.add_argument("--reference", action="store_true",
+                   help="use the readable reference sampling loop on CUDA too (default there: the fast path, "
+                        "CUDA graphs and compiled blocks, built on the first batch; docs/speed.md)")
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("edit", help="zero-shot inpainting / outpainting / class-conditional editing of an image",

@@ -55,3 +55,26 @@ def test_mixer_scan_impls_agree_forward_and_backward():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="scan implementation"):
         set_scan_impl(m, "triton")
+
+
+def test_inference_scan_choice_and_continuation_from_a_cache():
+    """scan_impl(model, "fast") without a backward pass: the fast scan from the cache's state for long
+    inputs (M-VAR's large scales), the reference for short ones; both equal the reference mixer."""
+    from mambagen.layers import mamba2
+    from mambagen.layers.ssd_fast import ssd_chunked_compiled
+    from mambagen.layers.ssd_ref import ssd_chunked
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=32).double()
+    n = mamba2.FAST_INFERENCE_MIN_LEN
+    first, second = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, n + 3, 16, dtype=torch.float64)
+    outs, states = [], []
+    for impl in ("reference", "fast"):
+        cache = m.allocate_cache(2)
+        with torch.no_grad(), mamba2.scan_impl(m, impl):
+            assert m._scan(n) is (ssd_chunked_compiled if impl == "fast" else ssd_chunked)
+            assert m._scan(n - 1) is ssd_chunked
+            outs.append(torch.cat([m(first, cache), m(second, cache)], dim=1))
+        states.append(cache.ssm.clone())
+        assert m.scan_impl == "auto"                      # restored after the block
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(states[1], states[0], rtol=1e-10, atol=1e-10)

@@ -25,6 +25,11 @@ skinny_linear = _optional("mambagen.kernels.skinny_linear", "skinny_linear")
 residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_norm_modulate")
 
 
+def triton_available() -> bool:
+    """Whether Triton imports (our kernels and torch.compile's GPU code need it)."""
+    return _optional("triton", "jit") is not None
+
+
 def available() -> dict[str, bool]:
     """Which optional kernels were found (for `mambagen info`)."""
     return {name: globals()[name] is not None for name in (

@@ -260,15 +260,29 @@ class TwoPassDecoder(nn.Module):
             q = blk(q, k, v, rope_q, causal, cross_mask)              # (B, n, D)
         return q
 
-    def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, cross_visible):
-        """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D)."""
+    def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, cross_visible,
+             block_steps=None):
+        """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D).
+        block_steps: (self_block_step, cross_block_step) replacements (compiled versions, see sample/fast.py)."""
+        self_step, cross_step = block_steps or (self_block_step, cross_block_step)
         for blk, kv in zip(self.self_dec, cache.self_kv):
-            x = blk.step(x, rope_x, kv, start, self_visible)          # (B, n_in, D)
+            x = self_step(blk, x, rope_x, kv.k, kv.v, start, self_visible)   # (B, n_in, D)
         k, v = self.shared_kv(x, rope_x)
         cache.cross_kv.write(start, k, v)
         for blk in self.cross_dec:
-            q = blk(q, cache.cross_kv.k, cache.cross_kv.v, rope_q, False, cross_visible)
+            q = cross_step(blk, q, cache.cross_kv.k, cache.cross_kv.v, rope_q, cross_visible)
         return q
+
+
+def self_block_step(blk: SelfDecoderBlock, x, rope, k, v, start: int, visible):
+    """One self-decoder block at a decoding step, its cache passed as tensors (so a compiled version
+    serves every block)."""
+    return blk.step(x, rope, KVCache(k, v), start, visible)
+
+
+def cross_block_step(blk: CrossDecoderBlock, q, k, v, rope, visible):
+    """One cross-decoder block at a decoding step: the queries attend to the visible shared slots."""
+    return blk(q, k, v, rope, False, visible)
 
 
 class ARPG(nn.Module):
@@ -364,7 +378,7 @@ class ARPG(nn.Module):
 
     def prefill(self, labels: torch.Tensor, query_positions: torch.Tensor, cache: ARPGCache,
                 known: torch.Tensor | None = None, known_positions: torch.Tensor | None = None,
-                causal: bool = True) -> torch.Tensor:
+                causal: bool = True, block_steps=None) -> torch.Tensor:
         """Start decoding: the class token at slot 0 (+ K known tokens at slots 1..K) in one pass.
 
         labels (B,); known (B, K) token ids at grid positions known_positions (B, K);
@@ -377,10 +391,10 @@ class ARPG(nn.Module):
         if known is not None and known.shape[1] > 0:
             ids = torch.cat([ids, known], dim=1)                      # (B, 1 + K)
             rows = torch.cat([rows, known_positions + 1], dim=1)
-        return self._decode(ids, rows, query_positions + 1, cache, 0, causal)
+        return self._decode(ids, rows, query_positions + 1, cache, 0, causal, block_steps)
 
     def decode_step(self, tokens: torch.Tensor, positions: torch.Tensor, query_positions: torch.Tensor,
-                    cache: ARPGCache, start: int, causal: bool = False) -> torch.Tensor:
+                    cache: ARPGCache, start: int, causal: bool = False, block_steps=None) -> torch.Tensor:
         """One parallel decoding step.
 
         tokens (B, n_in) decided at the previous step, at grid positions `positions` (B, n_in),
@@ -394,9 +408,10 @@ class ARPG(nn.Module):
         """
         if start < 1:
             raise ValueError("decode_step: slot 0 is the class token; start decoding with prefill")
-        return self._decode(tokens, positions + 1, query_positions + 1, cache, start, causal)
+        return self._decode(tokens, positions + 1, query_positions + 1, cache, start, causal, block_steps)
 
-    def _decode(self, ids, rows, query_rows, cache: ARPGCache, start: int, causal: bool) -> torch.Tensor:
+    def _decode(self, ids, rows, query_rows, cache: ARPGCache, start: int, causal: bool,
+                block_steps=None) -> torch.Tensor:
         n = ids.shape[1]
         end = start + n
         if end > cache.length:
@@ -408,6 +423,8 @@ class ARPG(nn.Module):
         else:
             self_visible = visible
         x = self.embeddings(ids)                                      # (B, n, D)
-        q = self._queries(*query_rows.shape)                          # (B, n_q, D)
-        h = self.layers.step(x, q, self._rope(rows), self._rope(query_rows), cache, start, self_visible, visible)
+        q = self._queries(*query_rows.shape).clone()                  # (B, n_q, D), a plain tensor, so that compiled
+        # block steps (sample/fast.py) see the same layout at every cross-decoder block
+        h = self.layers.step(x, q, self._rope(rows), self._rope(query_rows), cache, start, self_visible, visible,
+                             block_steps)
         return self._logits(h)                                        # (B, n_q, V)

@@ -109,9 +109,16 @@ def _gpt_block_step(layer, x, rope, k, v, pos, visible):
 
 def compiled_block_step(model, mode: str | None = None):
     """One compiled block step for every block of the model (regional compilation), or None.
+    ARPG: a pair (self-decoder step, cross-decoder step), dynamic in the tokens and queries per step
+    (its schedule varies them; a few compilations then cover every step).
     mode: torch.compile's mode ("max-autotune-no-cudagraphs" also tunes the matmuls for these shapes)."""
     # fullgraph=False: a custom kernel the compiler cannot trace splits the region instead of failing
-    fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(type(model).__name__)
+    name = type(model).__name__
+    if name == "ARPG":
+        from ..models.arpg import cross_block_step, self_block_step
+        return tuple(torch.compile(f, fullgraph=False, dynamic=True, mode=mode)
+                     for f in (self_block_step, cross_block_step))
+    fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(name)
     return None if fn is None else torch.compile(fn, fullgraph=False, dynamic=False, mode=mode)
 
 

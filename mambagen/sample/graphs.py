@@ -4,11 +4,20 @@ Next-scale (VAR, M-VAR) and random-order (ARPG) decoding run a fixed sequence of
 steps for a given batch size and schedule, with no host synchronisation: the whole call can be
 recorded once and replayed per batch, which removes every per-kernel launch from the hot path.
 Random draws use the default CUDA generator, whose state graphs advance on each replay (seed it
-with `torch.cuda.manual_seed`).
+with `torch.cuda.manual_seed`; `GraphedCallSampler.generate` does so from the caller's generator).
+
+`GraphedCallSampler` adds what is compiled inside the graph: ARPG's block steps (one compiled
+function per block kind, dynamic in the tokens and queries per step) and M-VAR's Mamba2 scan
+(the tensor-core chunked scan of `layers/ssd_fast.py`, one compilation per scale length).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+from ..layers.embed import check_labels
+from ..layers.mamba2 import scan_impl
 
 
 class GraphedCall:
@@ -37,3 +46,63 @@ class GraphedCall:
         self.labels.copy_(labels)
         self.graph.replay()
         return self.out
+
+
+def decode_attention_backends():
+    """SDPA backends for decoding's few queries over a masked, fixed-size cache: cuDNN's fused kernel
+    (PyTorch's first choice on Hopper) took 33 us per such call on an H100 (bench/results/
+    h100_profile_arpg_l.txt), several times the memory-efficient kernel."""
+    from torch.nn.attention import SDPBackend
+    return [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+
+
+class GraphedCallSampler:
+    """A next-scale or random-order model's sampling call for one batch size and setting, compiled
+    where it pays and captured as one CUDA graph.
+
+    sampler = GraphedCallSampler(model, 16, cfg_scale=1.5, quantizer=vqvae.quantize)   # VAR / M-VAR
+    sampler = GraphedCallSampler(model, 16, cfg_scale=4.0, num_iter=64)                 # ARPG
+    result = sampler.generate(labels, rng)      # ScaleSample / RandomOrderSample (graph-owned tensors)
+
+    The sampling arguments are those of `generate_scales` (cfg_scale is the guidance scale: its
+    `cfg` is cfg_scale - 1) and `generate_random_order`; the results equal those calls' for the
+    same random stream (tested against them). compile_blocks=False keeps the eager model code.
+    """
+
+    def __init__(self, model, batch: int, *, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, quantizer=None, num_iter: int = 64, compile_blocks: bool = True,
+                 attention_backends=None):
+        from .random_order import generate_random_order
+        from .scales import generate_scales
+        p = next(model.parameters())
+        if not p.is_cuda:
+            raise ValueError("GraphedCallSampler needs a model on a CUDA device")
+        self.model, self.batch = model, batch
+        num_classes = model.config.num_classes
+        labels = torch.arange(batch, device=p.device) % num_classes
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=None)
+        if hasattr(model, "decode_scale"):
+            if quantizer is None:
+                raise ValueError("a next-scale model's sampler needs the tokenizer's quantizer")
+            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, **opts)
+            compiling = scan_impl(model, "fast") if compile_blocks else contextlib.nullcontext()
+        elif hasattr(model, "decode_step"):
+            from .fast import compiled_block_step
+            steps = compiled_block_step(model) if compile_blocks else None
+            fn = lambda lab: generate_random_order(model, lab, num_iter=num_iter, cfg_scale=cfg_scale,
+                                                   block_steps=steps, **opts)
+            compiling = contextlib.nullcontext()
+        else:
+            raise ValueError(f"{type(model).__name__} is a raster model: use sample.fast.GraphedRasterSampler")
+        backends = decode_attention_backends() if attention_backends is None else attention_backends
+        with compiling, torch.nn.attention.sdpa_kernel(backends):
+            self.call = GraphedCall(fn, labels, check=lambda lab: check_labels(lab, num_classes))
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None):
+        if labels.shape[0] != self.batch:
+            raise ValueError(f"this sampler was built for batch {self.batch}, got {labels.shape[0]} labels")
+        if generator is not None:   # the graph draws from the default CUDA generator: seed it from the caller's
+            seed = torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device)
+            torch.cuda.manual_seed(int(seed))
+        return self.call(labels)

@@ -124,7 +124,7 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
                           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
                           order: torch.Tensor | None = None, per_sample_order: bool = False,
                           known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
-                          cache=None, return_logits: bool = False) -> RandomOrderSample:
+                          cache=None, return_logits: bool = False, block_steps=None) -> RandomOrderSample:
     """Sample token grids for `labels` (B,).
 
     order: (N,) or (B, N) grid positions in generation order; default one random order for the
@@ -136,6 +136,7 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         N - K others are decoded by the schedule (which, with its linear CFG, runs over those).
     Resolution expansion needs nothing here: build the model with a larger `num_tokens`.
     cache: a preallocated `model.allocate_cache(2B or B)` to reuse (it is overwritten).
+    block_steps: the model's block steps to use instead of its own (compiled ones: `sample.fast`).
     """
     check_sampling_args(cfg_scale, temperature, top_k, top_p)
     mcfg = model.config
@@ -190,10 +191,11 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         if fed is None:
             known_pos = order[:, :K]
             logits = model.prefill(all_labels, both(targets), cache,
-                                   both(tokens.gather(1, known_pos)) if K else None, both(known_pos) if K else None)
+                                   both(tokens.gather(1, known_pos)) if K else None, both(known_pos) if K else None,
+                                   block_steps=block_steps)
             slot = 1 + K
         else:
-            logits = model.decode_step(both(fed[0]), both(fed[1]), both(targets), cache, slot)
+            logits = model.decode_step(both(fed[0]), both(fed[1]), both(targets), cache, slot, block_steps=block_steps)
             slot += fed[0].shape[1]
         if guided:
             cond, uncond = logits.chunk(2)

@@ -165,7 +165,8 @@ def sample_grid(model, tokenizer, num_classes: int, path: Path, cfg_scale: float
     per = 4
     labels = torch.arange(num_classes, device=next(model.parameters()).device).repeat_interleave(per)[: 16 * per]
     rng = torch.Generator(device=labels.device).manual_seed(seed)
-    images, _ = sample_images(model, tokenizer, labels, cfg_scale=cfg_scale, top_k=0, rng=rng)
+    # the reference loop: a graphed sampler would keep its graphs and memory for the rest of training
+    images, _ = sample_images(model, tokenizer, labels, cfg_scale=cfg_scale, top_k=0, rng=rng, fast=False)
     save_image(make_grid(to_uint8(images), nrow=per, scale=2), path)
     model.train(was_training)
 
