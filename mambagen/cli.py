@@ -133,7 +133,7 @@ def cmd_sample(args) -> None:
     for chunk in tqdm(chunks, desc="sampling", unit="batch", disable=len(chunks) == 1 and not args.progress):
         imgs, _ = sample_images(generator, tokenizer, chunk, cfg_scale=args.cfg, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, rng=rng, progress=args.progress,
-                                fast=False if args.reference or args.progress else None)
+                                fast=False if args.reference or args.progress else None, compile=args.compile)
         images.append(imgs.cpu())
     arr = to_uint8(torch.cat(images))
     dt = time.time() - t0
@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action="store_true", help="show a per-token progress bar (reference sampler)")
     s.add_argument("--reference", action="store_true",
                    help="use the readable reference sampling loop on CUDA too (default there: the fast path, "
-                        "CUDA graphs and compiled blocks, built on the first batch; docs/speed.md)")
+                        "CUDA graphs built on the first batch; docs/speed.md)")
+    s.add_argument("--compile", action="store_true",
+                   help="on CUDA, also compile the model's block steps (tens of seconds once; pays over many batches)")
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("edit", help="zero-shot inpainting / outpainting / class-conditional editing of an image",

@@ -79,3 +79,50 @@ def test_arpg_compiled_block_steps_equal_reference():
     assert torch.equal(fast.tokens, ref.tokens)
     torch.testing.assert_close(fast.step_logits, ref.step_logits, rtol=1e-4, atol=1e-4)
     assert counters["stats"]["unique_graphs"] <= 8
+
+
+def test_sample_images_dispatches_to_a_kept_fast_sampler(monkeypatch):
+    """fast=True builds the family's fast sampler once per setting and keeps it; greedy it gives the
+    reference's tokens (here on CPU, uncompiled and without graphs: the dispatch, not the GPU)."""
+    from mambagen.layers import kernels
+    from mambagen.sample import pipeline
+    from mambagen.tokenizers import create_tokenizer
+    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    model = _perturbed_aim_tiny()
+    tok = create_tokenizer("vq-tiny").eval()
+    labels = torch.tensor([1, 2, 3])
+    ref_img, ref_tok = pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=False)
+    img, tokens = pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=True)
+    assert torch.equal(tokens, ref_tok) and torch.equal(img, ref_img)
+    kept = pipeline._FAST_SAMPLERS[model]
+    assert len(kept) == 1 and isinstance(next(iter(kept.values())), GraphedRasterSampler)
+    pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=True)
+    assert len(pipeline._FAST_SAMPLERS[model]) == 1                      # reused, not rebuilt
+
+
+def test_whole_call_sampler_needs_cuda():
+    import pytest
+    from mambagen.sample.graphs import GraphedCallSampler
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedCallSampler(mambagen.create_model("arpg-tiny"), 2, cfg_scale=2.0)
+
+
+def test_mvar_sampling_with_the_fast_inference_scan_equals_reference():
+    """What M-VAR's graphed sampler runs (the tensor-core scan, eager, chunk 4 here so that scales
+    span several chunks) samples the reference's tokens, carrying the state across scales."""
+    from mambagen.layers.mamba2 import scan_impl
+    from mambagen.sample.scales import generate_scales
+    torch.manual_seed(0)
+    model = mambagen.create_model("mvar-tiny").double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    tok = mambagen.create_tokenizer("msvq-tiny").double().eval()
+    labels = torch.tensor([1, 2, 3])
+    run = lambda: generate_scales(model, tok.quantize, labels, cfg=1.5, top_k=1, return_logits=True)
+    ref = run()
+    with scan_impl(model, "fast", chunk=4):
+        fast = run()
+    assert all(torch.equal(a, b) for a, b in zip(fast.indices, ref.indices))
+    for a, b in zip(fast.logits, ref.logits):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

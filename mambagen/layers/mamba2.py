@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .norm import RMSNormGated
-from .ssd_fast import ssd_chunked_compiled, ssd_chunked_recomputed
+from .ssd_fast import ssd_chunked_fast, ssd_chunked_recomputed
 from .ssd_ref import ssd_chunked, ssd_step
 
 
@@ -46,9 +46,6 @@ class Mamba2Cache:
     def reset(self) -> None:
         (self.conv if self.conv_pair is None else self.conv_pair).zero_()
         self.ssm.zero_()
-
-
-FAST_INFERENCE_MIN_LEN = 64
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -156,19 +153,18 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
-        y, final_state = self._scan(L)(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
+        y, final_state = self._scan()(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
                                       initial_state=cache.ssm if cache is not None else None)
         if cache is not None:
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
 
-    def _scan(self, length: int):
+    def _scan(self):
         """"auto": the compiled tensor-core scan for CUDA training (a graph for the backward pass is
         being built; its intermediates are recomputed there); the reference for everything else (CPU,
         prefill and decoding, CUDA-graph capture).
-        "fast" without a backward pass (M-VAR's graphed sampler opts in): the compiled scan for inputs
-        of FAST_INFERENCE_MIN_LEN tokens or more (one compilation per length: few lengths), the
-        reference for shorter ones, where compiling gains little."""
+        "fast" without a backward pass (M-VAR's graphed sampler opts in): the same tensor-core
+        formulation run eagerly - no compilation per input length, and capturable in a CUDA graph."""
         impl = self.scan_impl
         if impl == "auto":
             cuda_training = (self.in_proj.weight.is_cuda and torch.is_grad_enabled()
@@ -176,9 +172,7 @@ class Mamba2(nn.Module):
             impl = "fast" if cuda_training else "reference"
         if impl == "reference":
             return ssd_chunked
-        if torch.is_grad_enabled():
-            return ssd_chunked_recomputed
-        return ssd_chunked_compiled if length >= FAST_INFERENCE_MIN_LEN else ssd_chunked
+        return ssd_chunked_recomputed if torch.is_grad_enabled() else ssd_chunked_fast
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
@@ -233,15 +227,18 @@ def set_scan_impl(model: nn.Module, impl: str) -> None:
 
 
 @contextlib.contextmanager
-def scan_impl(model: nn.Module, impl: str):
-    """`set_scan_impl` for the duration of a block (e.g. while a sampler compiles and captures)."""
-    before = [(m, m.scan_impl) for m in model.modules() if isinstance(m, Mamba2)]
+def scan_impl(model: nn.Module, impl: str, chunk: int | None = None):
+    """`set_scan_impl` (and `set_scan_chunk` when `chunk` is given) for the duration of a block, e.g.
+    while a sampler captures its graph; the previous settings come back after it."""
+    before = [(m, m.scan_impl, m.scan_chunk) for m in model.modules() if isinstance(m, Mamba2)]
     set_scan_impl(model, impl)
+    if chunk is not None:
+        set_scan_chunk(model, chunk)
     try:
         yield
     finally:
-        for m, old in before:
-            m.scan_impl = old
+        for m, old_impl, old_chunk in before:
+            m.scan_impl, m.scan_chunk = old_impl, old_chunk
 
 
 def set_scan_chunk(model: nn.Module, chunk: int | None) -> None:

@@ -6,9 +6,10 @@ recorded once and replayed per batch, which removes every per-kernel launch from
 Random draws use the default CUDA generator, whose state graphs advance on each replay (seed it
 with `torch.cuda.manual_seed`; `GraphedCallSampler.generate` does so from the caller's generator).
 
-`GraphedCallSampler` adds what is compiled inside the graph: ARPG's block steps (one compiled
-function per block kind, dynamic in the tokens and queries per step) and M-VAR's Mamba2 scan
-(the tensor-core chunked scan of `layers/ssd_fast.py`, one compilation per scale length).
+`GraphedCallSampler` adds what pays inside the graph: ARPG's block steps compiled (one compiled
+function per block kind, dynamic in the tokens and queries per step), M-VAR's Mamba2 scan in the
+tensor-core formulation of `layers/ssd_fast.py` (eager: it needs no compilation per scale length),
+and SDPA's memory-efficient kernel for decoding's masked attention.
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ class GraphedCallSampler:
 
     The sampling arguments are those of `generate_scales` (cfg_scale is the guidance scale: its
     `cfg` is cfg_scale - 1) and `generate_random_order`; the results equal those calls' for the
-    same random stream (tested against them). compile_blocks=False keeps the eager model code.
+    same random stream (tested against them). compile_blocks=False keeps ARPG's eager block code
+    (no compilation: a shorter setup, slower steps).
     """
 
     def __init__(self, model, batch: int, *, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
@@ -85,17 +87,18 @@ class GraphedCallSampler:
             if quantizer is None:
                 raise ValueError("a next-scale model's sampler needs the tokenizer's quantizer")
             fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, **opts)
-            compiling = scan_impl(model, "fast") if compile_blocks else contextlib.nullcontext()
+            # M-VAR: the tensor-core scan, in chunks of 64 (its in-chunk decays grow with the chunk squared)
+            model_setting = scan_impl(model, "fast", chunk=64)
         elif hasattr(model, "decode_step"):
             from .fast import compiled_block_step
             steps = compiled_block_step(model) if compile_blocks else None
             fn = lambda lab: generate_random_order(model, lab, num_iter=num_iter, cfg_scale=cfg_scale,
                                                    block_steps=steps, **opts)
-            compiling = contextlib.nullcontext()
+            model_setting = contextlib.nullcontext()
         else:
             raise ValueError(f"{type(model).__name__} is a raster model: use sample.fast.GraphedRasterSampler")
         backends = decode_attention_backends() if attention_backends is None else attention_backends
-        with compiling, torch.nn.attention.sdpa_kernel(backends):
+        with model_setting, torch.nn.attention.sdpa_kernel(backends):
             self.call = GraphedCall(fn, labels, check=lambda lab: check_labels(lab, num_classes))
 
     @torch.no_grad()

@@ -3,6 +3,8 @@
 On CUDA the sampler is the family's fast path (`sample.fast.GraphedRasterSampler` for AiM and
 GPT, `sample.graphs.GraphedCallSampler` for VAR, M-VAR and ARPG), built once per model, batch size
 and sampling setting and kept for later calls; elsewhere, or with fast=False, the reference loops.
+Compiling the block steps as well (compile=True) costs tens of seconds once and pays over many
+batches (docs/speed.md).
 """
 from __future__ import annotations
 
@@ -34,16 +36,17 @@ _FAST_SAMPLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # mo
 
 
 def fast_sampler(generator, tokenizer, batch: int, *, cfg_scale: float, temperature: float, top_k: int,
-                 top_p: float, num_iter: int):
-    """The family's graphed (and, with Triton, compiled) sampler for this setting, built on first use."""
+                 top_p: float, num_iter: int, compile: bool = False):
+    """The family's graphed sampler for this setting (block steps compiled too with `compile` where
+    Triton is importable), built on first use."""
     from ..layers.kernels import triton_available
     from .fast import GraphedRasterSampler
     from .graphs import GraphedCallSampler
     opts = dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
-    key = (batch, id(tokenizer), num_iter, tuple(sorted(opts.items())))
+    compile_blocks = compile and triton_available()      # torch.compile's GPU code is Triton
+    key = (batch, id(tokenizer), num_iter, compile_blocks, tuple(sorted(opts.items())))
     samplers = _FAST_SAMPLERS.setdefault(generator, {})
     if key not in samplers:
-        compile_blocks = triton_available()      # torch.compile's GPU code is Triton
         if hasattr(generator, "decode_scale"):
             samplers[key] = GraphedCallSampler(generator, batch, quantizer=tokenizer.quantize,
                                                compile_blocks=compile_blocks, **opts)
@@ -58,14 +61,15 @@ def fast_sampler(generator, tokenizer, batch: int, *, cfg_scale: float, temperat
 @torch.no_grad()
 def sample_images(generator, tokenizer, labels: torch.Tensor, *, cfg_scale: float = 1.0, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, rng: torch.Generator | None = None,
-                  progress: bool = False, num_iter: int = 64, fast: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress: bool = False, num_iter: int = 64, fast: bool | None = None,
+                  compile: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns images (B, 3, H, W) in [-1, 1] and their tokens (B, N).
 
     `cfg_scale` is the guidance scale (1 = off). ARPG decodes in `num_iter` parallel steps with the
     official linear CFG ramp. Next-scale models (VAR, M-VAR) reach it at the
     last scale, ramping up from 1 at the first, as the official samplers do (their `cfg` = cfg_scale - 1).
     fast: the GPU fast path (None: on CUDA); its random stream differs from the reference loop's
-    (noise drawn per step in a graph), its distribution does not.
+    (noise drawn per step in a graph), its distribution does not. compile: compile its block steps too.
     """
     check_pair(generator, tokenizer)
     num_iter = min(num_iter, generator.config.num_tokens) if hasattr(generator, "decode_step") else num_iter
@@ -73,7 +77,7 @@ def sample_images(generator, tokenizer, labels: torch.Tensor, *, cfg_scale: floa
         fast = next(generator.parameters()).is_cuda
     if fast:
         sampler = fast_sampler(generator, tokenizer, labels.shape[0], cfg_scale=cfg_scale, temperature=temperature,
-                               top_k=top_k, top_p=top_p, num_iter=num_iter)
+                               top_k=top_k, top_p=top_p, num_iter=num_iter, compile=compile)
         res = sampler.generate(labels, rng)
         if hasattr(generator, "decode_scale"):
             return tokenizer.fhat_to_img(res.f_hat).clamp(-1, 1), torch.cat(res.indices, dim=1)
