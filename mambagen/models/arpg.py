@@ -127,9 +127,11 @@ class ARPGCache:
 
     self_kv:  one KVCache per self-decoder block, k and v (B, H, 1 + N, head_dim)
     cross_kv: the shared cross-decoder keys (RoPE applied) and values (B, H, 1 + N, head_dim)
-    slots:    (1 + N,) 0 .. N, compared with the step's slots to mask what is not written yet
+    slots:    (1 + N,) 0 .. N, for the causal mask of a prefill
 
-    Slot 0 holds the class token, slot 1 + j the j-th token fed (generation order).
+    Slot 0 holds the class token, slot 1 + j the j-th token fed (generation order). A step attends
+    to the written slots only, [0, start + n): they fill in order, so no mask is needed for what is
+    not written yet, and early steps read a short prefix of the cache.
     """
     self_kv: list[KVCache]
     cross_kv: KVCache
@@ -174,12 +176,12 @@ class SelfAttention(nn.Module):
         o = _attend(q, k, v, causal, mask, self.attn_dropout if self.training else 0.0)
         return self.proj_drop(self.proj(o))                           # (B, L, D)
 
-    def step(self, x, rope, kv: KVCache, start: int, visible: torch.Tensor):
+    def step(self, x, rope, kv: KVCache, start: int, visible: torch.Tensor | None):
         """x (B, n, D) fed at slots [start, start + n): write their keys/values, then attend to the
-        whole fixed-size cache; `visible` (n or 1, 1 + N) masks slots not written (yet)."""
+        written slots [0, start + n); `visible` (n, start + n) masks among them, None: all visible."""
         q, k, v = self.qkv(x, rope)
-        kv.write(start, k, v)
-        return self.proj_drop(self.proj(_attend(q, kv.k, kv.v, False, visible, 0.0)))
+        k, v = kv.write(start, k, v)                                  # (B, H, start + n, hd)
+        return self.proj_drop(self.proj(_attend(q, k, v, False, visible, 0.0)))
 
 
 class CrossAttention(nn.Module):
@@ -260,29 +262,28 @@ class TwoPassDecoder(nn.Module):
             q = blk(q, k, v, rope_q, causal, cross_mask)              # (B, n, D)
         return q
 
-    def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, cross_visible,
-             block_steps=None):
-        """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D).
+    def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, block_steps=None):
+        """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D). Every
+        query sees every written slot [0, start + n_in); `self_visible` as in `SelfAttention.step`.
         block_steps: (self_block_step, cross_block_step) replacements (compiled versions, see sample/fast.py)."""
         self_step, cross_step = block_steps or (self_block_step, cross_block_step)
         for blk, kv in zip(self.self_dec, cache.self_kv):
             x = self_step(blk, x, rope_x, kv.k, kv.v, start, self_visible)   # (B, n_in, D)
-        k, v = self.shared_kv(x, rope_x)
-        cache.cross_kv.write(start, k, v)
+        k, v = cache.cross_kv.write(start, *self.shared_kv(x, rope_x))   # (B, H, start + n_in, hd)
         for blk in self.cross_dec:
-            q = cross_step(blk, q, cache.cross_kv.k, cache.cross_kv.v, rope_q, cross_visible)
+            q = cross_step(blk, q, k, v, rope_q)
         return q
 
 
 def self_block_step(blk: SelfDecoderBlock, x, rope, k, v, start: int, visible):
-    """One self-decoder block at a decoding step, its cache passed as tensors (so a compiled version
-    serves every block)."""
+    """One self-decoder block at a decoding step, its whole cache passed as tensors (so a compiled
+    version serves every block)."""
     return blk.step(x, rope, KVCache(k, v), start, visible)
 
 
-def cross_block_step(blk: CrossDecoderBlock, q, k, v, rope, visible):
-    """One cross-decoder block at a decoding step: the queries attend to the visible shared slots."""
-    return blk(q, k, v, rope, False, visible)
+def cross_block_step(blk: CrossDecoderBlock, q, k, v, rope):
+    """One cross-decoder block at a decoding step: the queries attend to every written shared slot."""
+    return blk(q, k, v, rope, False)
 
 
 class ARPG(nn.Module):
@@ -403,8 +404,9 @@ class ARPG(nn.Module):
         `causal=False` is the official sampler (the tokens of one step see each other).
         Returns float32 logits (B, n_q, V).
 
-        Shapes: cache, masks' key length and weights are fixed; only n_in and n_q vary (the
-        schedule's tokens per step), so a graph per (n_in, n_q) pair covers a whole schedule.
+        Shapes: the cache and weights are fixed; n_in, n_q (the schedule's tokens per step) and the
+        keys attended to (the start + n_in written slots) vary along a schedule, which is fixed for
+        a given step count, so a whole sampling call can be captured as one CUDA graph.
         """
         if start < 1:
             raise ValueError("decode_step: slot 0 is the class token; start decoding with prefill")
@@ -416,15 +418,12 @@ class ARPG(nn.Module):
         end = start + n
         if end > cache.length:
             raise ValueError(f"writing slots [{start}, {end}) overflows the cache of {cache.length} slots")
-        visible = cache.slots[None] < end                             # (1, 1 + N) written slots
-        if causal:
+        self_visible = None                                           # the tokens fed see each other ...
+        if causal:                                                    # ... or only those before them
             fed = torch.arange(start, end, device=cache.slots.device)[:, None]
-            self_visible = cache.slots[None] <= fed                   # (n, 1 + N)
-        else:
-            self_visible = visible
+            self_visible = cache.slots[None, :end] <= fed             # (n, end)
         x = self.embeddings(ids)                                      # (B, n, D)
         q = self._queries(*query_rows.shape).clone()                  # (B, n_q, D), a plain tensor, so that compiled
         # block steps (sample/fast.py) see the same layout at every cross-decoder block
-        h = self.layers.step(x, q, self._rope(rows), self._rope(query_rows), cache, start, self_visible, visible,
-                             block_steps)
+        h = self.layers.step(x, q, self._rope(rows), self._rope(query_rows), cache, start, self_visible, block_steps)
         return self._logits(h)                                        # (B, n_q, V)
