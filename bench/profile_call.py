@@ -25,7 +25,7 @@ labels = torch.arange(batch, device="cuda") % model.config.num_classes
 s = generation_setting(model, 1.5)
 if "quantizer" in s:
     call = lambda: generate_scales(model, s["quantizer"], labels, cfg=0.5, top_k=900, top_p=0.96)
-    ctx = scan_impl(model, "fast", chunk=64) if fast else contextlib.nullcontext()
+    ctx = scan_impl(model, "compiled", chunk=64) if fast else contextlib.nullcontext()
 else:
     steps = compiled_block_step(model) if fast else None
     call = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=1.5, block_steps=steps)

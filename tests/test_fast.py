@@ -107,22 +107,32 @@ def test_whole_call_sampler_needs_cuda():
         GraphedCallSampler(mambagen.create_model("arpg-tiny"), 2, cfg_scale=2.0)
 
 
-def test_mvar_sampling_with_the_fast_inference_scan_equals_reference():
-    """What M-VAR's graphed sampler runs (the tensor-core scan, eager, chunk 4 here so that scales
-    span several chunks) samples the reference's tokens, carrying the state across scales."""
-    from mambagen.layers.mamba2 import scan_impl
+def test_mvar_sampling_on_the_fast_path_equals_reference(monkeypatch):
+    """What M-VAR's graphed sampler runs - the tensor-core scan (chunk 4 here, so that scales span
+    several chunks) and, from COMPILED_MIN_LEN tokens on (9 here: the two largest of mvar-tiny's
+    scales), compiled blocks - samples the reference's tokens, carrying the state across scales."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from mambagen.layers import mamba2
+    from mambagen.sample.fast import compiled_block_step
     from mambagen.sample.scales import generate_scales
     torch.manual_seed(0)
-    model = mambagen.create_model("mvar-tiny").double().eval()
+    model = mambagen.create_model("mvar-tiny").eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    tok = mambagen.create_tokenizer("msvq-tiny").double().eval()
+    tok = mambagen.create_tokenizer("msvq-tiny").eval()
     labels = torch.tensor([1, 2, 3])
-    run = lambda: generate_scales(model, tok.quantize, labels, cfg=1.5, top_k=1, return_logits=True)
-    ref = run()
-    with scan_impl(model, "fast", chunk=4):
-        fast = run()
-    assert all(torch.equal(a, b) for a, b in zip(fast.indices, ref.indices))
-    for a, b in zip(fast.logits, ref.logits):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    run = lambda step: generate_scales(model, tok.quantize, labels, cfg=1.5, top_k=1, return_logits=True,
+                                       block_step=step)
+    ref = run(None)
+    monkeypatch.setattr(mamba2, "COMPILED_MIN_LEN", 9)
+    torch._dynamo.reset()
+    counters.clear()
+    for impl, step in (("fast", None), ("compiled", compiled_block_step(model))):
+        with mamba2.scan_impl(model, impl, chunk=4):
+            fast = run(step)
+        assert all(torch.equal(a, b) for a, b in zip(fast.indices, ref.indices)), impl
+        for a, b in zip(fast.logits, ref.logits):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 2          # the blocks of scales 3x3 and 4x4

@@ -61,7 +61,7 @@ def test_inference_scan_choice_and_continuation_from_a_cache():
     """scan_impl(model, "fast", chunk) without a backward pass: the tensor-core scan, eager, continuing
     from the cache's state (M-VAR's scales); equal to the reference mixer; settings restored after."""
     from mambagen.layers import mamba2
-    from mambagen.layers.ssd_fast import ssd_chunked_fast
+    from mambagen.layers.ssd_fast import ssd_chunked_compiled, ssd_chunked_fast
     from mambagen.layers.ssd_ref import ssd_chunked
     torch.manual_seed(0)
     m = Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=32).double()
@@ -70,9 +70,12 @@ def test_inference_scan_choice_and_continuation_from_a_cache():
     for impl in ("reference", "fast"):
         cache = m.allocate_cache(2)
         with torch.no_grad(), mamba2.scan_impl(m, impl, chunk=8):
-            assert m._scan() is (ssd_chunked_fast if impl == "fast" else ssd_chunked) and m.scan_chunk == 8
+            assert m._scan(37) is (ssd_chunked_fast if impl == "fast" else ssd_chunked) and m.scan_chunk == 8
             outs.append(torch.cat([m(first, cache), m(second, cache)], dim=1))
         states.append(cache.ssm.clone())
         assert (m.scan_impl, m.scan_chunk) == ("auto", None)       # restored after the block
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(states[1], states[0], rtol=1e-10, atol=1e-10)
+    with torch.no_grad(), mamba2.scan_impl(m, "compiled"):   # compiled from COMPILED_MIN_LEN tokens on
+        n = mamba2.COMPILED_MIN_LEN
+        assert m._scan(n) is ssd_chunked_compiled and m._scan(n - 1) is ssd_chunked_fast

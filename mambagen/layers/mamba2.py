@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .norm import RMSNormGated
-from .ssd_fast import ssd_chunked_fast, ssd_chunked_recomputed
+from .ssd_fast import ssd_chunked_compiled, ssd_chunked_fast, ssd_chunked_recomputed
 from .ssd_ref import ssd_chunked, ssd_step
 
 
@@ -46,6 +46,9 @@ class Mamba2Cache:
     def reset(self) -> None:
         (self.conv if self.conv_pair is None else self.conv_pair).zero_()
         self.ssm.zero_()
+
+
+COMPILED_MIN_LEN = 64   # scan_impl "compiled": shorter inputs run eagerly
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -153,18 +156,19 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
-        y, final_state = self._scan()(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
+        y, final_state = self._scan(L)(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
                                       initial_state=cache.ssm if cache is not None else None)
         if cache is not None:
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
 
-    def _scan(self):
+    def _scan(self, length: int):
         """"auto": the compiled tensor-core scan for CUDA training (a graph for the backward pass is
         being built; its intermediates are recomputed there); the reference for everything else (CPU,
         prefill and decoding, CUDA-graph capture).
-        "fast" without a backward pass (M-VAR's graphed sampler opts in): the same tensor-core
-        formulation run eagerly - no compilation per input length, and capturable in a CUDA graph."""
+        Without a backward pass (M-VAR's graphed sampler opts in): "fast" runs the same tensor-core
+        formulation eagerly; "compiled" compiles it for inputs of COMPILED_MIN_LEN tokens or more (one
+        compilation per length, so a few) and runs shorter ones eagerly, where compiling gains little."""
         impl = self.scan_impl
         if impl == "auto":
             cuda_training = (self.in_proj.weight.is_cuda and torch.is_grad_enabled()
@@ -172,7 +176,9 @@ class Mamba2(nn.Module):
             impl = "fast" if cuda_training else "reference"
         if impl == "reference":
             return ssd_chunked
-        return ssd_chunked_recomputed if torch.is_grad_enabled() else ssd_chunked_fast
+        if torch.is_grad_enabled():
+            return ssd_chunked_recomputed
+        return ssd_chunked_compiled if impl == "compiled" and length >= COMPILED_MIN_LEN else ssd_chunked_fast
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
@@ -218,9 +224,10 @@ class Mamba2(nn.Module):
 
 
 def set_scan_impl(model: nn.Module, impl: str) -> None:
-    """Pick the scan of every Mamba2 in `model`: "auto" (default), "reference" or "fast"."""
-    if impl not in ("auto", "reference", "fast"):
-        raise ValueError(f"scan implementation must be auto, reference or fast, not {impl!r}")
+    """Pick the scan of every Mamba2 in `model`: "auto" (default), "reference", "fast" or "compiled"
+    (see `Mamba2._scan`)."""
+    if impl not in ("auto", "reference", "fast", "compiled"):
+        raise ValueError(f"scan implementation must be auto, reference, fast or compiled, not {impl!r}")
     for m in model.modules():
         if isinstance(m, Mamba2):
             m.scan_impl = impl

@@ -84,11 +84,19 @@ class MVAR(NextScaleBase):
         p = self.head.weight
         return [blk.mamba.allocate_cache(batch, device or p.device, dtype or p.dtype) for blk in self.blocks]
 
-    def decode_scale(self, x_BlC, cond, mod, cache: list[Mamba2Cache], si: int):
-        """Tokens of scale si (B, pn^2, C) -> logits (B, pn^2, V); the Mamba2 states carry earlier scales."""
+    def decode_scale(self, x_BlC, cond, mod, cache: list[Mamba2Cache], si: int, block_step=None):
+        """Tokens of scale si (B, pn^2, C) -> logits (B, pn^2, V); the Mamba2 states carry earlier scales.
+        block_step: replaces `block_decode_step` (a compiled version: sample/fast.py)."""
+        step = block_step or block_decode_step
         for blk, mc in zip(self.blocks, cache):
-            x_BlC = blk(x_BlC, cond, cache=mc)
+            x_BlC = step(blk, x_BlC, cond, mc.conv, mc.ssm)
         return self.logits(x_BlC, cond)
 
 
-__all__ = ["MVAR", "MVARConfig", "scale_bounds"]
+def block_decode_step(blk: MVARBlock, x_BlC, cond, conv, ssm):
+    """One block on one scale's tokens, its Mamba2 state passed as tensors (so that a compiled version
+    serves every block)."""
+    return blk(x_BlC, cond, cache=Mamba2Cache(conv, ssm))
+
+
+__all__ = ["MVAR", "MVARConfig", "block_decode_step", "scale_bounds"]

@@ -110,16 +110,31 @@ def _gpt_block_step(layer, x, rope, k, v, pos, visible):
 def compiled_block_step(model, mode: str | None = None):
     """One compiled block step for every block of the model (regional compilation), or None.
     ARPG: a pair (self-decoder step, cross-decoder step), dynamic in the tokens and queries per step
-    (its schedule varies them; a few compilations then cover every step).
+    (its schedule varies them; a few compilations then cover every step). M-VAR: compiled per scale
+    length for its largest scales. VAR: None (its whole-call graph is fast enough, docs/speed.md).
     mode: torch.compile's mode ("max-autotune-no-cudagraphs" also tunes the matmuls for these shapes)."""
     # fullgraph=False: a custom kernel the compiler cannot trace splits the region instead of failing
     name = type(model).__name__
+    if name == "MVAR":
+        return _mvar_block_step(mode)
     if name == "ARPG":
         from ..models.arpg import cross_block_step, self_block_step
         return tuple(torch.compile(f, fullgraph=False, dynamic=True, mode=mode)
                      for f in (self_block_step, cross_block_step))
     fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(name)
     return None if fn is None else torch.compile(fn, fullgraph=False, dynamic=False, mode=mode)
+
+
+def _mvar_block_step(mode):
+    """M-VAR's block step compiled for scales of COMPILED_MIN_LEN tokens or more (its four largest: one
+    compilation each), eager for the small ones, where compiling gains little."""
+    from ..layers import mamba2
+    from ..models.mvar import block_decode_step
+    compiled = torch.compile(block_decode_step, fullgraph=False, dynamic=False, mode=mode)
+
+    def step(blk, x, cond, conv, ssm):
+        return (compiled if x.shape[1] >= mamba2.COMPILED_MIN_LEN else block_decode_step)(blk, x, cond, conv, ssm)
+    return step
 
 
 def fused_decode_available(model) -> bool:

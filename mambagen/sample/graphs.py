@@ -7,9 +7,9 @@ Random draws use the default CUDA generator, whose state graphs advance on each 
 with `torch.cuda.manual_seed`; `GraphedCallSampler.generate` does so from the caller's generator).
 
 `GraphedCallSampler` adds what pays inside the graph: ARPG's block steps compiled (one compiled
-function per block kind, dynamic in the tokens and queries per step), M-VAR's Mamba2 scan in the
-tensor-core formulation of `layers/ssd_fast.py` (eager: it needs no compilation per scale length),
-and SDPA's memory-efficient kernel for decoding's masked attention.
+function per block kind, dynamic in the tokens and queries per step), M-VAR's blocks compiled for
+its four largest scales with the Mamba2 scan in the tensor-core formulation of `layers/ssd_fast.py`,
+and SDPA's memory-efficient kernel for decoding's attention.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 
 from ..layers.embed import check_labels
 from ..layers.mamba2 import scan_impl
+from .fast import compiled_block_step
 
 
 class GraphedCall:
@@ -67,8 +68,8 @@ class GraphedCallSampler:
 
     The sampling arguments are those of `generate_scales` (cfg_scale is the guidance scale: its
     `cfg` is cfg_scale - 1) and `generate_random_order`; the results equal those calls' for the
-    same random stream (tested against them). compile_blocks=False keeps ARPG's eager block code
-    (no compilation: a shorter setup, slower steps).
+    same random stream (tested against them). compile_blocks=False compiles nothing (a setup of
+    seconds rather than tens of seconds, slower steps): eager block code (M-VAR's tensor-core scan too).
     """
 
     def __init__(self, model, batch: int, *, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
@@ -86,11 +87,12 @@ class GraphedCallSampler:
         if hasattr(model, "decode_scale"):
             if quantizer is None:
                 raise ValueError("a next-scale model's sampler needs the tokenizer's quantizer")
-            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, **opts)
-            # M-VAR: the tensor-core scan, in chunks of 64 (its in-chunk decays grow with the chunk squared)
-            model_setting = scan_impl(model, "fast", chunk=64)
+            step = compiled_block_step(model) if compile_blocks else None
+            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, block_step=step, **opts)
+            # M-VAR: the tensor-core scan in chunks of 64 (its in-chunk decays grow with the chunk squared;
+            # with chunk 256 Inductor failed to compile it, bench/results/h100_run7_fast_checks.json)
+            model_setting = scan_impl(model, "compiled" if compile_blocks else "fast", chunk=64)
         elif hasattr(model, "decode_step"):
-            from .fast import compiled_block_step
             steps = compiled_block_step(model) if compile_blocks else None
             fn = lambda lab: generate_random_order(model, lab, num_iter=num_iter, cfg_scale=cfg_scale,
                                                    block_steps=steps, **opts)

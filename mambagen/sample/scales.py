@@ -44,11 +44,13 @@ def scale_masks(mask_HW: torch.Tensor, patch_nums) -> list[torch.Tensor]:
 def generate_scales(model, quantizer, labels: torch.Tensor, *, cfg: float = 1.5, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
                     more_smooth: bool = False, known: list[torch.Tensor] | None = None,
-                    regenerate: list[torch.Tensor] | None = None, return_logits: bool = False) -> ScaleSample:
+                    regenerate: list[torch.Tensor] | None = None, return_logits: bool = False,
+                    block_step=None) -> ScaleSample:
     """Sample every scale for `labels` (B,).
 
     Editing: `known` (per scale (B, pn^2) ids of a real image) are teacher-forced wherever
     `regenerate` (per scale (pn^2,) or (B, pn^2) bool) is False, at every scale.
+    block_step: M-VAR's block step to use instead of its own (a compiled one: `sample.fast`).
     """
     check_sampling_args(1.0 + cfg, temperature, top_k, top_p)
     mcfg = model.config
@@ -64,7 +66,8 @@ def generate_scales(model, quantizer, labels: torch.Tensor, *, cfg: float = 1.5,
     indices, all_logits = [], []
     for si, pn in enumerate(pns):
         ratio = si / max(1, S - 1)
-        logits = model.decode_scale(x, cond, mod, cache, si)           # (B or 2B, pn^2, V)
+        logits = (model.decode_scale(x, cond, mod, cache, si) if block_step is None       # (B or 2B, pn^2, V)
+                  else model.decode_scale(x, cond, mod, cache, si, block_step=block_step))
         if guided:
             logits = cfg_combine(*logits.chunk(2), 1 + cfg * ratio)
         idx = sample_logits(logits, temperature, top_k, top_p, generator)   # (B, pn^2)
