@@ -1,6 +1,7 @@
 """Where the time of one whole sampling call goes, per kernel (next-scale and random-order models).
 Not graphed, so every kernel is visible; batch B with CFG, bf16, random weights.
-`fast`: with what the fast path compiles (ARPG's block steps, M-VAR's scan) and its attention backends.
+`fast`: with what the fast path compiles (ARPG's block steps, M-VAR's large-scale blocks and scan) and its
+attention backends.
 Usage: python bench/profile_call.py MODEL BATCH OUT.txt [fast]"""
 import contextlib
 import sys
@@ -23,11 +24,11 @@ torch.manual_seed(0)
 model = mambagen.create_model(name).cuda().to(torch.bfloat16).eval()
 labels = torch.arange(batch, device="cuda") % model.config.num_classes
 s = generation_setting(model, 1.5)
+steps = compiled_block_step(model) if fast else None
 if "quantizer" in s:
-    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=0.5, top_k=900, top_p=0.96)
+    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=0.5, top_k=900, top_p=0.96, block_step=steps)
     ctx = scan_impl(model, "compiled", chunk=64) if fast else contextlib.nullcontext()
 else:
-    steps = compiled_block_step(model) if fast else None
     call = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=1.5, block_steps=steps)
     ctx = contextlib.nullcontext()
 attn = torch.nn.attention.sdpa_kernel(decode_attention_backends()) if fast else contextlib.nullcontext()
