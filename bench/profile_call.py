@@ -31,7 +31,6 @@ if "quantizer" in s:
 else:
     call = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=1.5, block_steps=steps)
     ctx = contextlib.nullcontext()
-    ctx = contextlib.nullcontext()
 attn = torch.nn.attention.sdpa_kernel(decode_attention_backends()) if fast else contextlib.nullcontext()
 with torch.no_grad(), ctx, attn:
     call()
