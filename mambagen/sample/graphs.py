@@ -9,7 +9,7 @@ with `torch.cuda.manual_seed`; `GraphedCallSampler.generate` does so from the ca
 `GraphedCallSampler` adds what pays inside the graph: ARPG's block steps compiled (one compiled
 function per block kind, dynamic in the tokens and queries per step), M-VAR's blocks compiled for
 its four largest scales with the Mamba2 scan in the tensor-core formulation of `layers/ssd_fast.py`,
-and SDPA's memory-efficient kernel for decoding's attention.
+and a fixed choice of SDPA backends (`decode_attention_backends`).
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ class GraphedCall:
 
 
 def decode_attention_backends():
-    """SDPA backends for decoding's few queries over a masked, fixed-size cache: cuDNN's fused kernel
-    (PyTorch's first choice on Hopper) took 33 us per such call on an H100 (bench/results/
-    h100_profile_arpg_l.txt), several times the memory-efficient kernel."""
+    """SDPA backends the sampler compiles and captures with. PyTorch's default order tries cuDNN's
+    kernel first on Hopper; for decoding's few queries it was no faster (bench/results/
+    h100_run7_arpg_attention.json: 123.3 vs 123.5 img/s compiled, 60.8 vs 61.5 eager), and this order
+    is the one the results were measured with (run9: FlashAttention for ARPG's unmasked steps)."""
     from torch.nn.attention import SDPBackend
     return [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
