@@ -87,3 +87,26 @@ def test_state_dict_names_match_official_mamba2():
         "in_proj.weight": (3352, 768), "conv1d.weight": (1792, 1, 4), "conv1d.bias": (1792,),
         "dt_bias": (24,), "A_log": (24,), "D": (24,), "norm.weight": (1536,), "out_proj.weight": (768, 1536),
     }
+
+
+def test_compiled_depthwise_conv_equals_conv1d():
+    """The conv as a sum of shifted products (what compiled graphs run) equals the library conv1d,
+    forward and backward."""
+    torch.manual_seed(0)
+    m = Mamba2(d_model=16, d_state=8, headdim=8).double()
+    x = torch.randn(2, m.conv_dim, m.d_conv - 1 + 7, dtype=torch.float64, requires_grad=True)
+    ref = m._depthwise_conv(x)
+    ref.square().sum().backward()
+    grads = [x.grad.clone(), m.conv1d.weight.grad.clone(), m.conv1d.bias.grad.clone()]
+    x.grad = m.conv1d.weight.grad = m.conv1d.bias.grad = None
+    traced = []
+
+    def backend(gm, example_inputs):                                # run the traced graph as it is
+        traced.extend(str(node.target) for node in gm.graph.nodes)
+        return gm.forward
+    out = torch.compile(m._depthwise_conv, backend=backend)(x)
+    out.square().sum().backward()
+    assert traced and not any("conv" in t and "parameters" not in t for t in traced)   # the shifted-sum form
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip([x.grad, m.conv1d.weight.grad, m.conv1d.bias.grad], grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -152,7 +152,7 @@ class Mamba2(nn.Module):
         xBC_t = torch.cat([history.to(xBC_t.dtype), xBC_t], dim=2)
         if cache is not None:
             cache.conv.copy_(xBC_t[:, :, -(self.d_conv - 1):])
-        xBC = F.silu(F.conv1d(xBC_t, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
+        xBC = F.silu(self._depthwise_conv(xBC_t)).transpose(1, 2)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
@@ -161,6 +161,20 @@ class Mamba2(nn.Module):
         if cache is not None:
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
+
+    def _depthwise_conv(self, xBC_t: torch.Tensor) -> torch.Tensor:
+        """The causal depthwise conv over (B, conv_dim, d_conv - 1 + L) with its left context -> (B, conv_dim, L).
+        Eagerly the library's depthwise conv1d; when compiled, the same sum of d_conv shifted products,
+        written out so the compiler fuses it into one elementwise kernel (and its backward into a few):
+        the depthwise conv1d kernels are slow (53 us per M-VAR layer, bench/results/
+        h100_run9_profile_mvar_d16_fast.txt), and a compiled graph calls them as opaque kernels."""
+        w, b = self.conv1d.weight, self.conv1d.bias                # (conv_dim, 1, d_conv), (conv_dim,)
+        if not torch.compiler.is_compiling():
+            return F.conv1d(xBC_t, w, b, groups=self.conv_dim)
+        L = xBC_t.shape[2] - (self.d_conv - 1)
+        w = w[:, 0].to(xBC_t.dtype)                                # as autocast would run the conv
+        out = sum(xBC_t[:, :, k:k + L] * w[:, k, None] for k in range(self.d_conv))
+        return out if b is None else out + b.to(xBC_t.dtype)[:, None]
 
     def _scan(self, length: int):
         """"auto": the compiled tensor-core scan for CUDA training (a graph for the backward pass is
