@@ -26,8 +26,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import launch_options
-
 
 @triton.jit
 def _conv_silu(hist_ptr, next_ptr, new_ptr, w_ptr, bias_ptr, ch, mask, store_mask,
@@ -53,7 +51,7 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
                         state_ptr, index_ptr, out_ptr, pair_stride, dt_min, dt_max,
                         H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr, K: tl.constexpr,
                         HAS_BIAS: tl.constexpr, D_PER_CHANNEL: tl.constexpr, CLAMP_DT: tl.constexpr,
-                        BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                        BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     bh = tl.program_id(0)                      # one (batch row, head) ...
     pb = tl.program_id(1)                      # ... and a block of headdim channels
     b, h = bh // H, bh % H
@@ -61,21 +59,17 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
     DI: tl.constexpr = H * P                   # d_inner
     CD: tl.constexpr = DI + 2 * G * N          # conv channels: x | B | C
     row = zxbcdt_ptr + b * (DI + CD + H)       # [z | x B C | dt] of this batch row
+    parity = tl.load(index_ptr) % 2
+    hist = conv_ptr + parity * pair_stride + b * CD * (K - 1)
+    nxt = conv_ptr + (1 - parity) * pair_stride + b * CD * (K - 1)
 
     offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
     mask_p, mask_n = offs_p < P, offs_n < N
-    # the state block first: its load (the bulk of the kernel's bytes) overlaps the conv work below,
-    # and, launched with PDL, the previous kernel (in_proj, which does not touch the state)
+    # the state block first: its load (the bulk of the kernel's bytes) overlaps the conv work below
     s_ptrs = state_ptr + (bh * P + offs_p[:, None]) * N + offs_n[None, :]
     m = mask_p[:, None] & mask_n[None, :]
     s = tl.load(s_ptrs, mask=m, other=0.0).to(tl.float32)        # stored in the model dtype, updated in fp32
-    if PDL:   # everything below reads what earlier kernels wrote
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-    parity = tl.load(index_ptr) % 2
-    hist = conv_ptr + parity * pair_stride + b * CD * (K - 1)
-    nxt = conv_ptr + (1 - parity) * pair_stride + b * CD * (K - 1)
     ch_x = h * P + offs_p                                        # this program's x channels
     x = _conv_silu(hist, nxt, row + DI, conv_w_ptr, conv_b_ptr, ch_x, mask_p, mask_p, K, BLOCK_K, HAS_BIAS)
     # the one program that writes the group's B/C history: its first head's first channel block
@@ -102,8 +96,7 @@ def _mamba2_step_kernel(zxbcdt_ptr, conv_ptr, conv_w_ptr, conv_b_ptr, dt_bias_pt
 
 
 def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, dt_bias, A_log, D, *,
-                      ngroups: int, dt_limit=(0.0, float("inf")), block_p: int = 16, num_warps: int = 4,
-                      pdl: bool = False):
+                      ngroups: int, dt_limit=(0.0, float("inf")), block_p: int = 16, num_warps: int = 4):
     """One decode step of a Mamba2 mixer after its in_proj.
 
     zxbcdt    (b, 2*d_inner + 2*ngroups*d_state + nheads): the in_proj output of this token
@@ -113,8 +106,6 @@ def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, d
     A_log     (nheads,): the decay is exp(dt * A) with A = -exp(A_log)
     block_p, num_warps: headdim channels per program and its warps (tuning only: 16 / 4 was the
                         fastest for AiM-L on an H100, bench/results/h100_decode_parts_tuning.json)
-    pdl       launch with programmatic dependent launch (Hopper; `kernels.pdl_supported`): the state
-              loads start while the previous kernel finishes
     Returns g = y * SiLU(z), (b, d_inner) in zxbcdt's dtype: the input of the gated norm's normalisation.
     """
     b, H, P, N = state.shape
@@ -133,5 +124,5 @@ def mamba2_step_fused(zxbcdt, conv_pair, state, index, conv_weight, conv_bias, d
         state, index, out, conv_pair.stride(0), float(dt_limit[0]), float(min(dt_limit[1], 3.0e38)),
         H=H, P=P, N=N, G=ngroups, K=K, HAS_BIAS=conv_bias is not None, D_PER_CHANNEL=D.numel() == H * P,
         CLAMP_DT=clamp, BLOCK_P=BLOCK_P, BLOCK_N=triton.next_power_of_2(N), BLOCK_K=triton.next_power_of_2(K),
-        PDL=pdl, num_warps=num_warps, **launch_options(pdl))
+        num_warps=num_warps)
     return out

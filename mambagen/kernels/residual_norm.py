@@ -13,18 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import launch_options
-
 
 @triton.jit
 def _residual_norm_kernel(x_ptr, g_ptr, parts_ptr, gate_ptr, w_ptr, shift_ptr, scale_ptr, x_out_ptr, h_ptr,
                           B, D, stride_gate, stride_mod, g_eps, eps,
                           DI: tl.constexpr, S: tl.constexpr, G: tl.constexpr, HAS_UPDATE: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_SLICE: tl.constexpr, PDL: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_SLICE: tl.constexpr):
     b = tl.program_id(0)
-    if PDL:   # the partial sums come from the previous kernel
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     x = tl.load(x_ptr + b * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -50,11 +45,10 @@ def _residual_norm_kernel(x_ptr, g_ptr, parts_ptr, gate_ptr, w_ptr, shift_ptr, s
 
 
 def residual_norm_modulate(x, mod, norm_weight, eps: float, out_dtype, g=None, parts=None, gate=None,
-                           g_eps: float = 0.0, ngroups: int = 1, pdl: bool = False):
+                           g_eps: float = 0.0, ngroups: int = 1):
     """x (B, D) float32; mod (B, 3, D) this block's (shift, scale, gate); g (B, DI), parts (S, B, D) float32
     and gate (B, D): the previous block's gated-norm input, split-K out_proj partials and gate (None for
-    the first block). Returns (x updated, h in out_dtype), h this block's mixer input.
-    pdl: programmatic dependent launch (Hopper): the launch overlaps the previous kernel's end."""
+    the first block). Returns (x updated, h in out_dtype), h this block's mixer input."""
     B, D = x.shape
     if mod.stride(-1) != 1 or not x.is_contiguous() or (gate is not None and gate.stride(-1) != 1):
         raise ValueError("residual_norm_modulate: x must be contiguous, mod and gate unit-strided along D")
@@ -68,5 +62,5 @@ def residual_norm_modulate(x, mod, norm_weight, eps: float, out_dtype, g=None, p
         x, g if has_update else x, parts if has_update else x, gate if has_update else x, norm_weight, mod[:, 0],
         mod[:, 1], x_out, h, B, D, gate.stride(0) if has_update else 0, mod.stride(0), float(g_eps), float(eps), DI=DI, S=S, G=ngroups, HAS_UPDATE=has_update,
         BLOCK_D=triton.next_power_of_2(D), BLOCK_SLICE=triton.next_power_of_2(max(DI // S, 1)),
-        PDL=pdl, num_warps=8 if D >= 1024 else 4, **launch_options(pdl))
+        num_warps=8 if D >= 1024 else 4)
     return x_out, h

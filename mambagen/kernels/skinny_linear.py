@@ -15,17 +15,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import launch_options
-
 
 @triton.jit
 def _skinny_linear_kernel(a_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_am, stride_wn, stride_os, stride_om,
                           K_SPLIT: tl.constexpr, HAS_SCALE: tl.constexpr, IEEE: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
-    if PDL:   # the rows come from the previous kernel
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m, mask_n = offs_m < M, offs_n < N
@@ -45,11 +40,9 @@ def _skinny_linear_kernel(a_ptr, w_ptr, scale_ptr, out_ptr, M, N, K, stride_am, 
 
 
 def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, scale: torch.Tensor | None = None, split: int = 1,
-                  block_n: int = 32, block_k: int = 128, num_warps: int = 4, num_stages: int = 3,
-                  pdl: bool = False) -> torch.Tensor:
+                  block_n: int = 32, block_k: int = 128, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """(a * scale) @ w^T: a (M, K), w (N, K), scale (K,) or None -> (M, N) in a's dtype when split == 1,
-    else (split, M, N) float32 partials, partial s from input channels [s K / split, (s + 1) K / split).
-    pdl: programmatic dependent launch (Hopper): the launch overlaps the previous kernel's end."""
+    else (split, M, N) float32 partials, partial s from input channels [s K / split, (s + 1) K / split)."""
     M, K = a.shape
     N = w.shape[0]
     if M > 128 or K % (split * block_k):
@@ -63,5 +56,5 @@ def skinny_linear(a: torch.Tensor, w: torch.Tensor, *, scale: torch.Tensor | Non
                                 M * N, N, K_SPLIT=K // split, HAS_SCALE=scale is not None,
                                 IEEE=a.dtype == torch.float32,
                                 BLOCK_M=max(16, triton.next_power_of_2(M)), BLOCK_N=block_n, BLOCK_K=block_k,
-                                PDL=pdl, num_warps=num_warps, num_stages=num_stages, **launch_options(pdl))
+                                num_warps=num_warps, num_stages=num_stages)
     return out

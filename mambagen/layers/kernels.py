@@ -23,7 +23,6 @@ ssm_step_inplace = _optional("mambagen.kernels.ssm_step", "ssm_step_inplace")
 mamba2_step_fused = _optional("mambagen.kernels.mamba2_step", "mamba2_step_fused")
 skinny_linear = _optional("mambagen.kernels.skinny_linear", "skinny_linear")
 residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_norm_modulate")
-pdl_supported = _optional("mambagen.kernels.pdl", "pdl_supported")
 
 
 def triton_available() -> bool:

@@ -223,10 +223,9 @@ class Mamba2(nn.Module):
         g = self.fused_core(self.in_proj(u), cache, index)
         return self.out_proj(self.norm(g, None) if self.norm is not None else g)
 
-    def fused_core(self, zxbcdt: torch.Tensor, cache: Mamba2Cache, index, pdl: bool = False) -> torch.Tensor:
+    def fused_core(self, zxbcdt: torch.Tensor, cache: Mamba2Cache, index) -> torch.Tensor:
         """Everything between the projections at one decoding step, as one Triton kernel (paired
-        cache): zxbcdt (B, in_proj outputs) -> g = y * SiLU(z) (B, d_inner), the gated norm's input.
-        pdl: launch it with programmatic dependent launch (see kernels/pdl.py)."""
+        cache): zxbcdt (B, in_proj outputs) -> g = y * SiLU(z) (B, d_inner), the gated norm's input."""
         if kernels.mamba2_step_fused is None:
             raise RuntimeError("a paired Mamba2 cache needs the fused Triton decode kernel (Triton is not importable)")
         if index is None:
@@ -235,7 +234,7 @@ class Mamba2(nn.Module):
             index = torch.tensor(index, device=zxbcdt.device)
         return kernels.mamba2_step_fused(
             zxbcdt.contiguous(), cache.conv_pair, cache.ssm, index, self.conv1d.weight[:, 0], self.conv1d.bias,
-            self.dt_bias, self.A_log, self.D, ngroups=self.ngroups, dt_limit=self.dt_limit, pdl=pdl)
+            self.dt_bias, self.A_log, self.D, ngroups=self.ngroups, dt_limit=self.dt_limit)
 
 
 def set_scan_impl(model: nn.Module, impl: str) -> None:

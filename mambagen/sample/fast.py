@@ -30,12 +30,6 @@ from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
 
 
 OUT_PROJ_SPLIT = 8   # split-K of the fused path's out_proj (bench/results/h100_decode_parts_tuning.json)
-FUSED_PDL = None     # launch the fused path's Triton kernels with PDL (kernels/pdl.py); None: where supported
-IN_PROJ = "cublas"   # the fused path's in_proj: "cublas", or "skinny" (our split-K kernel, launched with PDL)
-
-
-def _fused_pdl() -> bool:
-    return bool(kernels.pdl_supported()) if FUSED_PDL is None else FUSED_PDL
 
 
 def _out_proj_block_k(m, rows: int) -> int | None:
@@ -61,17 +55,12 @@ def _aim_block_step(blk, x, pending, mod, conv, ssm, conv_pair, index):
     m, cache = blk.mixer, Mamba2Cache(conv, ssm, conv_pair)
     block_k = _out_proj_block_k(m, x.shape[0])
     if conv_pair is not None and block_k is not None:
-        pdl = _fused_pdl()
         g, parts, gate = pending if pending is not None else (None, None, None)
         x, h = kernels.residual_norm_modulate(x, mod, blk.norm.weight, blk.norm.eps, m.in_proj.weight.dtype,
-                                              g, parts, gate, m.norm.eps, m.ngroups, pdl=pdl)
-        if IN_PROJ == "skinny" and m.in_proj.bias is None:
-            zxbcdt = kernels.skinny_linear(h, m.in_proj.weight, block_n=32, block_k=64, num_stages=4, pdl=pdl)
-        else:
-            zxbcdt = m.in_proj(h)
-        g = m.fused_core(zxbcdt, cache, index, pdl=pdl)                         # (B, d_inner) = y * SiLU(z)
+                                              g, parts, gate, m.norm.eps, m.ngroups)
+        g = m.fused_core(m.in_proj(h), cache, index)                           # (B, d_inner) = y * SiLU(z)
         parts = kernels.skinny_linear(g, m.out_proj.weight, scale=m.norm.weight, split=OUT_PROJ_SPLIT,
-                                      block_n=32, block_k=block_k, num_stages=4, pdl=pdl)   # (split, B, d_model) fp32
+                                      block_n=32, block_k=block_k, num_stages=4)   # (split, B, d_model) fp32
         return x, (g, parts, mod[:, 2])
     if pending is not None:
         x = x + _residual_update(m, *pending)
