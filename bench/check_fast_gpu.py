@@ -99,6 +99,16 @@ def check_scan():
         grads.append(torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None]))
     out.append({"model": "aim-b train step, bf16 autocast", "loss_reference": losses[0], "loss_fast": losses[1],
                 "grad_rel_err": rel(grads[1], grads[0])})
+    # the whole model compiled (as `mambagen train --compile` and the bench run it: the conv as shifted sums)
+    set_scan_impl(model, "auto")
+    torch.manual_seed(1)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = torch.compile(model)(tokens, labels)
+    model.zero_grad()
+    loss.backward()
+    grad = torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None])
+    out.append({"model": "aim-b train step, bf16 autocast, compiled model vs eager reference scan",
+                "loss_reference": losses[0], "loss_compiled": loss.item(), "grad_rel_err": rel(grad, grads[0])})
     return {"model": "ssd_chunked_compiled (training scan)", "checks": out}
 
 
