@@ -254,7 +254,10 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("bench", help="generation / decode / training throughput, side by side",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
-                   help="MODEL[:reference|fast|fast-unfused|fast-autotune|graph] entries to time generation for")
+                   help="MODEL[:PATH] entries to time generation for; PATH: reference (the readable loop), fast (the "
+                        "fast path: AiM/GPT graphed steps, VAR/M-VAR/ARPG compiled + one graph per call), graph "
+                        "(VAR/M-VAR/ARPG: the eager call as one graph), fast-unfused (AiM without the fused Triton "
+                        "kernels), fast-autotune (AiM/GPT with max-autotune matmuls)")
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
     p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref][:chunkN] entries to time a training "
                    "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "
