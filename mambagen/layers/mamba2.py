@@ -177,9 +177,9 @@ class Mamba2(nn.Module):
         return out if b is None else out + b.to(xBC_t.dtype)[:, None]
 
     def _scan(self, length: int):
-        """"auto": the compiled tensor-core scan for CUDA training (a graph for the backward pass is
-        being built; its intermediates are recomputed there); the reference for everything else (CPU,
-        prefill and decoding, CUDA-graph capture).
+        """The scan for an input of `length` tokens, by `scan_impl`. "auto": the compiled tensor-core
+        scan for CUDA training (a graph for the backward pass is being built; its intermediates are
+        recomputed there); the reference for everything else (CPU, prefill and decoding, CUDA-graph capture).
         Without a backward pass (M-VAR's graphed sampler opts in): "fast" runs the same tensor-core
         formulation eagerly; "compiled" compiles it for inputs of COMPILED_MIN_LEN tokens or more (one
         compilation per length, so a few) and runs shorter ones eagerly, where compiling gains little."""
