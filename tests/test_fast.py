@@ -1,5 +1,6 @@
 """The fast raster path (graph capture is CUDA-only; its loop and in-graph sampling are tested here,
 the graphed run on the GPU in bench/ with results committed)."""
+import pytest
 import torch
 
 import mambagen
@@ -101,7 +102,6 @@ def test_sample_images_dispatches_to_a_kept_fast_sampler(monkeypatch):
 
 
 def test_whole_call_sampler_needs_cuda():
-    import pytest
     from mambagen.sample.graphs import GraphedCallSampler
     with pytest.raises(ValueError, match="CUDA"):
         GraphedCallSampler(mambagen.create_model("arpg-tiny"), 2, cfg_scale=2.0)
