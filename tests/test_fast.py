@@ -1,5 +1,6 @@
-"""The fast raster path (graph capture is CUDA-only; its loop and in-graph sampling are tested here,
-the graphed run on the GPU in bench/ with results committed)."""
+"""The GPU fast paths' parts that run on a CPU: the raster loop and its in-graph sampling, ARPG's compiled
+block steps, M-VAR's tensor-core scan and compiled blocks, and `sample_images`' dispatch. Graph capture is
+CUDA-only: the graphed runs are checked on the GPU by bench/check_fast_gpu.py (results committed)."""
 import pytest
 import torch
 
