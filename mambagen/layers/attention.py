@@ -44,6 +44,13 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+def cached_block_step(block: nn.Module, x, rope, k: torch.Tensor, v: torch.Tensor, start, visible):
+    """`block.step(x, rope, KVCache(k, v), start, visible)` with the cache passed as its tensors, so that
+    one compiled version of this function serves every block of a model (GPT's blocks, ARPG's
+    self-decoder blocks; see sample/fast.py)."""
+    return block.step(x, rope, KVCache(k, v), start, visible)
+
+
 class VARAttention(nn.Module):
     MAX_SCALE_MUL = math.log(100)
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers.attention import KVCache
+from ..layers.attention import KVCache, cached_block_step
 from ..layers.embed import check_labels
 from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
 from ..layers.norm import RMSNorm
@@ -265,20 +265,14 @@ class TwoPassDecoder(nn.Module):
     def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, block_steps=None):
         """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D). Every
         query sees every written slot [0, start + n_in); `self_visible` as in `SelfAttention.step`.
-        block_steps: (self_block_step, cross_block_step) replacements (compiled versions, see sample/fast.py)."""
-        self_step, cross_step = block_steps or (self_block_step, cross_block_step)
+        block_steps: (cached_block_step, cross_block_step) replacements (compiled versions, see sample/fast.py)."""
+        self_step, cross_step = block_steps or (cached_block_step, cross_block_step)
         for blk, kv in zip(self.self_dec, cache.self_kv):
             x = self_step(blk, x, rope_x, kv.k, kv.v, start, self_visible)   # (B, n_in, D)
         k, v = cache.cross_kv.write(start, *self.shared_kv(x, rope_x))   # (B, H, start + n_in, hd)
         for blk in self.cross_dec:
             q = cross_step(blk, q, k, v, rope_q)
         return q
-
-
-def self_block_step(blk: SelfDecoderBlock, x, rope, k, v, start: int, visible):
-    """One self-decoder block at a decoding step, its whole cache passed as tensors (so a compiled
-    version serves every block)."""
-    return blk.step(x, rope, KVCache(k, v), start, visible)
 
 
 def cross_block_step(blk: CrossDecoderBlock, q, k, v, rope):

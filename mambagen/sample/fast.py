@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..layers import kernels
-from ..layers.attention import KVCache
+from ..layers.attention import cached_block_step
 from ..layers.embed import check_labels
 from ..layers.mamba2 import Mamba2Cache
 from .logits import cfg_combine, check_sampling_args, top_k_top_p_filter
@@ -103,10 +103,6 @@ def aim_start(model, labels, cache, parity_index, block_step=_aim_block_step):
     return _aim_blocks(model, c.float(), cache, parity_index, block_step)
 
 
-def _gpt_block_step(layer, x, rope, k, v, pos, visible):
-    return layer.step(x, rope, KVCache(k, v), pos, visible)
-
-
 def compiled_block_step(model, mode: str | None = None):
     """One compiled block step for every block of the model (regional compilation), or None.
     ARPG: a pair (self-decoder step, cross-decoder step), dynamic in the tokens and queries per step
@@ -118,10 +114,10 @@ def compiled_block_step(model, mode: str | None = None):
     if name == "MVAR":
         return _mvar_block_step(mode)
     if name == "ARPG":
-        from ..models.arpg import cross_block_step, self_block_step
+        from ..models.arpg import cross_block_step
         return tuple(torch.compile(f, fullgraph=False, dynamic=True, mode=mode)
-                     for f in (self_block_step, cross_block_step))
-    fn = {"AiM": _aim_block_step, "GPT": _gpt_block_step}.get(name)
+                     for f in (cached_block_step, cross_block_step))
+    fn = {"AiM": _aim_block_step, "GPT": cached_block_step}.get(name)
     return None if fn is None else torch.compile(fn, fullgraph=False, dynamic=False, mode=mode)
 
 
