@@ -85,16 +85,15 @@ class GraphedCallSampler:
         num_classes = model.config.num_classes
         labels = torch.arange(batch, device=p.device) % num_classes
         opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=None)
+        steps = compiled_block_step(model) if compile_blocks else None
         if hasattr(model, "decode_scale"):
             if quantizer is None:
                 raise ValueError("a next-scale model's sampler needs the tokenizer's quantizer")
-            step = compiled_block_step(model) if compile_blocks else None
-            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, block_step=step, **opts)
+            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, block_step=steps, **opts)
             # M-VAR: the tensor-core scan in chunks of 64 (its in-chunk decays grow with the chunk squared;
             # with chunk 256 Inductor failed to compile it, bench/results/h100_run7_fast_checks.json)
             model_setting = scan_impl(model, "compiled" if compile_blocks else "fast", chunk=64)
         elif hasattr(model, "decode_step"):
-            steps = compiled_block_step(model) if compile_blocks else None
             fn = lambda lab: generate_random_order(model, lab, num_iter=num_iter, cfg_scale=cfg_scale,
                                                    block_steps=steps, **opts)
             model_setting = contextlib.nullcontext()
