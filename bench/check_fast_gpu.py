@@ -120,16 +120,14 @@ def check_whole_graph(name, batch=4):
     from mambagen.sample.graphs import GraphedCall, GraphedCallSampler
     from mambagen.sample.random_order import generate_random_order
     from mambagen.sample.scales import generate_scales
-    from mambagen.tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
+    from mambagen.bench import generation_setting
     torch.manual_seed(0)
     model = mambagen.create_model(name).cuda().eval()
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.02)
     labels = torch.arange(batch, device="cuda") % model.config.num_classes
     if hasattr(model, "decode_scale"):
-        c = model.config
-        q = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
-                                           image_size=c.patch_nums[-1] * 16)).cuda()
+        q = generation_setting(model, 2.5)["quantizer"]                 # a random quantizer of the model's scales
         call = lambda lab: torch.cat(generate_scales(model, q, lab, cfg=1.5, top_k=1).indices, 1)
         sampler = GraphedCallSampler(model, batch, cfg_scale=2.5, top_k=1, quantizer=q)
         tokens = lambda res: torch.cat(res.indices, 1)

@@ -26,10 +26,12 @@ labels = torch.arange(batch, device="cuda") % model.config.num_classes
 s = generation_setting(model, 1.5)
 steps = compiled_block_step(model) if fast else None
 if "quantizer" in s:
-    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=0.5, top_k=900, top_p=0.96, block_step=steps)
+    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=s["cfg_scale"] - 1, top_k=s["top_k"],
+                                   top_p=s["top_p"], block_step=steps)
     ctx = scan_impl(model, "compiled", chunk=64) if fast else contextlib.nullcontext()
 else:
-    call = lambda: generate_random_order(model, labels, num_iter=64, cfg_scale=1.5, block_steps=steps)
+    call = lambda: generate_random_order(model, labels, num_iter=s["num_iter"], cfg_scale=s["cfg_scale"],
+                                         top_k=s["top_k"], block_steps=steps)
     ctx = contextlib.nullcontext()
 attn = torch.nn.attention.sdpa_kernel(decode_attention_backends()) if fast else contextlib.nullcontext()
 with torch.no_grad(), ctx, attn:

@@ -61,17 +61,15 @@ def generation_setting(model, cfg_scale: float) -> dict | None:
     return None
 
 
-def generation_call(model, cfg_scale: float):
-    """call(labels, generator) -> the reference sampler's result in the benchmark's setting, or None."""
-    setting = generation_setting(model, cfg_scale)
-    if setting is None:
-        return None
+def generation_call(model, setting: dict):
+    """call(labels, generator) -> the reference sampler's result in `setting` (`generation_setting`)."""
     if "quantizer" in setting:
         from .sample.scales import generate_scales
-        return lambda lab, gen: generate_scales(model, setting["quantizer"], lab, cfg=cfg_scale - 1, top_k=900,
-                                                top_p=0.96, generator=gen).f_hat
+        return lambda lab, gen: generate_scales(model, setting["quantizer"], lab, cfg=setting["cfg_scale"] - 1,
+                                                top_k=setting["top_k"], top_p=setting["top_p"], generator=gen).f_hat
     from .sample.random_order import generate_random_order
-    return lambda lab, gen: generate_random_order(model, lab, num_iter=64, cfg_scale=cfg_scale, top_k=0,
+    return lambda lab, gen: generate_random_order(model, lab, num_iter=setting["num_iter"],
+                                                  cfg_scale=setting["cfg_scale"], top_k=setting["top_k"],
                                                   generator=gen).tokens
 
 
@@ -85,7 +83,8 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
     g = torch.Generator(device=device).manual_seed(0)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     t_setup = time.perf_counter()
-    call = generation_call(model, cfg_scale)
+    setting = generation_setting(model, cfg_scale)
+    call = generation_call(model, setting) if setting is not None else None
     if call is not None and path == "graph":        # the whole eager call as one CUDA graph
         from .sample.graphs import GraphedCall
         torch.cuda.manual_seed(0)
@@ -93,7 +92,7 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
         run = lambda: graphed(labels)
     elif call is not None and path == "fast":       # compiled where it pays, then one CUDA graph
         from .sample.graphs import GraphedCallSampler
-        whole = GraphedCallSampler(model, batch, **generation_setting(model, cfg_scale))
+        whole = GraphedCallSampler(model, batch, **setting)
         run = lambda: whole.generate(labels, g)
     elif call is not None:
         run = lambda: call(labels, g)
