@@ -7,7 +7,6 @@ fields) + a markdown table, with the device, torch version and command line.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -47,69 +46,57 @@ def _model(name: str, device, dtype):
     return create_model(name).to(device=device, dtype=dtype).eval()
 
 
-def generation_setting(model, cfg_scale: float) -> dict | None:
-    """The benchmark's sampling setting for next-scale (VAR, M-VAR: the official top-k 900 / top-p 0.96,
-    a quantizer of the model's scales) and random-order (ARPG: 64 steps) models; None for raster models."""
-    if hasattr(model, "decode_scale"):
-        from .tokenizers.msvq import MSVQConfig, MultiScaleQuantizer
-        c, p = model.config, next(model.parameters())
-        quantizer = MultiScaleQuantizer(MSVQConfig(vocab_size=c.vocab_size, z_channels=c.Cvae, patch_nums=c.patch_nums,
-                                                   image_size=c.patch_nums[-1] * 16)).to(device=p.device, dtype=p.dtype)
-        return dict(cfg_scale=cfg_scale, quantizer=quantizer, top_k=900, top_p=0.96)
-    if hasattr(model, "decode_step"):
-        return dict(cfg_scale=cfg_scale, num_iter=64, top_k=0)
-    return None
+def generation_setting(model, cfg_scale: float):
+    """The benchmark's sampling setting (the family's official top-k/top-p/steps, CFG on) and a random
+    tokenizer whose ids the model takes (next-scale sampling runs its quantizer)."""
+    from .models.registry import family_of
+    from .sample.config import SamplingConfig
+    from .tokenizers import KINDS
+    family, p = family_of(model), next(model.parameters())
+    tokenizer = KINDS[family.tokenizer].shaped(model.config).to(device=p.device, dtype=p.dtype).eval()
+    return SamplingConfig(cfg_scale=cfg_scale, top_k=0, **family.official_sampling), tokenizer
 
 
-def generation_call(model, setting: dict):
-    """call(labels, generator) -> the reference sampler's result in `setting` (`generation_setting`)."""
-    if "quantizer" in setting:
-        from .sample.scales import generate_scales
-        return lambda lab, gen: generate_scales(model, setting["quantizer"], lab, cfg=setting["cfg_scale"] - 1,
-                                                top_k=setting["top_k"], top_p=setting["top_p"], generator=gen).f_hat
-    from .sample.random_order import generate_random_order
-    return lambda lab, gen: generate_random_order(model, lab, num_iter=setting["num_iter"],
-                                                  cfg_scale=setting["cfg_scale"], top_k=setting["top_k"],
-                                                  generator=gen).tokens
+def _generation_run(model, tokenizer, sampling, batch: int, path: str, rng):
+    """run(labels) -> tokens of `batch` images on one of the benchmark's paths (`add_cli`'s --generate help)."""
+    from .models.registry import family_of
+    from .sample.pipeline import Sampler
+    family = family_of(model)
+    if path in ("reference", "fast", "graph"):   # graph: the call graphed without compiling (the eager steps)
+        sampler = Sampler(model, tokenizer, sampling, fast=path != "reference", compile=path == "fast")
+        return lambda labels: sampler.result(labels, rng)
+    if path == "sample-many":                    # sample-many's own token generation (per-row streams)
+        from .eval.sample_many import sample_tokens
+        seeds = list(range(batch))
+        return lambda labels: sample_tokens(model, tokenizer, labels, seeds, sampling, fast=True, compile=True)
+    if family.sampler.name != "raster":
+        raise ValueError(f"path {path!r} is for raster families (AiM, GPT), not {family.name}")
+    from .sample.fast import GraphedRasterSampler  # fast-unfused: AiM without its fused kernels; fast-autotune
+    options = dict(fused=False) if path == "fast-unfused" else dict(compile_mode="max-autotune-no-cudagraphs")
+    sampler = GraphedRasterSampler(model, family.fast, batch, sampling, **options)
+    return lambda labels: sampler.generate(labels, rng)
 
 
 def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device) -> dict:
-    """Seconds per batch of `batch` images (tokens only) on the reference or the fast path."""
-    from .sample.fast import GraphedRasterSampler
-    from .sample.raster import generate_raster
+    """Seconds per batch of `batch` images (tokens only) on the reference or a fast path."""
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     model = _model(name, device, dtype)
     labels = torch.arange(batch, device=device) % model.config.num_classes
     g = torch.Generator(device=device).manual_seed(0)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     t_setup = time.perf_counter()
-    setting = generation_setting(model, cfg_scale)
-    call = generation_call(model, setting) if setting is not None else None
-    if call is not None and path == "graph":        # the whole eager call as one CUDA graph
-        from .sample.graphs import GraphedCall
-        torch.cuda.manual_seed(0)
-        graphed = GraphedCall(lambda lab: call(lab, None), labels)
-        run = lambda: graphed(labels)
-    elif call is not None and path == "fast":       # compiled where it pays, then one CUDA graph
-        from .sample.graphs import GraphedCallSampler
-        whole = GraphedCallSampler(model, batch, **setting)
-        run = lambda: whole.generate(labels, g)
-    elif call is not None:
-        run = lambda: call(labels, g)
-    elif path == "reference":
-        run = lambda: generate_raster(model, labels, cfg_scale=cfg_scale, top_k=0, generator=g)
-    else:   # fast | fast-unfused (AiM without the fused Mamba2 kernel) | fast-autotune (tuned matmuls)
-        sampler = GraphedRasterSampler(model, batch, cfg_scale=cfg_scale, top_k=0,
-                                       fused=False if path == "fast-unfused" else None,
-                                       compile_mode="max-autotune-no-cudagraphs" if path == "fast-autotune" else None)
-        run = lambda: sampler.generate(labels, g)
+    sampling, tokenizer = generation_setting(model, cfg_scale)
+    call = _generation_run(model, tokenizer, sampling, batch, path, g)
+    run = lambda: call(labels)
     with torch.no_grad():
         run()                                                   # warm-up (and compilation)
         setup = time.perf_counter() - t_setup
         times = _timeit(run, 1 if path == "reference" and setup > 5 else repeat)   # slow references: once
     spb = sorted(times)[len(times) // 2]
-    return {"kind": "generation", "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
+    kind = "sample_many" if path == "sample-many" else "generation"
+    return {"kind": kind, "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
             "precision": precision, "steps": getattr(model.config, "num_tokens", None),
+            "sampling": sampling.to_dict(),
             "seconds_per_batch": spb, "images_per_s": batch / spb, "setup_s": setup, "repeats": times,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
 
@@ -141,22 +128,21 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     if checkpointing:
         from .train.memory import checkpoint_blocks
         checkpoint_blocks(model)
-    cfg = model.config
+    from .models.registry import family_of
+    from .tokenizers import KINDS
+    cfg, family = model.config, family_of(model)
     N = cfg.num_tokens
     tokens = torch.randint(0, cfg.vocab_size, (batch, N), device=device)
     labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    extra = ()
-    if getattr(model, "needs_quantizer", False):
-        extra = (torch.randn(batch, N - cfg.patch_nums[0] ** 2, cfg.Cvae, device=device),)
-    if hasattr(model, "draw_orders"):
-        extra = (model.draw_orders(batch).to(device),)
+    quantizer = KINDS[family.tokenizer].shaped(cfg).quantize.to(device) if family.needs_quantizer else None
+    inputs = family.train_inputs(model, tokens, labels, quantizer, None)
     opt = make_optimizer(model, 1e-4)
     fwd = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step():
         with autocast:
-            _, loss = fwd(tokens, labels, *extra)
+            _, loss = fwd(*inputs)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -176,7 +162,7 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
 
 def to_markdown(records: list[dict], meta: dict) -> str:
     lines = [f"# Benchmark: {meta['device']}", "", f"torch {meta['torch']}; command: `{meta['command']}`", ""]
-    gen = [r for r in records if r["kind"] == "generation"]
+    gen = [r for r in records if r["kind"] in ("generation", "sample_many")]
     if gen:
         lines += ["| model | path | batch | cfg | precision | s/batch | images/s | peak GiB |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['path']} | {r['batch']} | {r['cfg']} | {r['precision']} | "
@@ -247,26 +233,3 @@ def run_bench(args) -> Path:
         tmp.write_text(to_markdown(records, meta) + ("\nFailed:\n" + "\n".join(f"- {e}" for e in errors) if errors else ""))
     print(to_markdown(records, meta))
     return out
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="generation / decode / training throughput, side by side",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
-    p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
-                   help="MODEL[:PATH] entries to time generation for; PATH: reference (the readable loop), fast (the "
-                        "fast path: AiM/GPT graphed steps, VAR/M-VAR/ARPG compiled + one graph per call), graph "
-                        "(VAR/M-VAR/ARPG: the eager call as one graph), fast-unfused (AiM without the fused Triton "
-                        "kernels), fast-autotune (AiM/GPT with max-autotune matmuls)")
-    p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
-    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref][:chunkN] entries to time a training "
-                   "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "
-                   "Mamba2 scan instead of the compiled tensor-core one; chunkN: Mamba2 scan chunk, default 64)")
-    p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
-    p.add_argument("--train-batch", type=int, default=64)
-    p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
-    p.add_argument("--single", default=None, help=argparse.SUPPRESS)   # internal: one measurement, as JSON
-    p.set_defaults(fn=run_bench)

@@ -30,25 +30,14 @@ def resolve(path: str | os.PathLike) -> Path:
     return DEMO_DIR if str(path) == "demo" else Path(path)
 
 
-def _tokenizer_families():
-    from .tokenizers.msvq import MSVQConfig, MSVQModel
-    from .tokenizers.vq import VQConfig, VQModel
-    return {"vq": (VQConfig, VQModel), "msvq": (MSVQConfig, MSVQModel)}
-
-
 def tokenizer_family(tokenizer: nn.Module) -> str:
-    for fam, (_, cls) in _tokenizer_families().items():
-        if isinstance(tokenizer, cls):
-            return fam
-    raise TypeError(f"unknown tokenizer type {type(tokenizer).__name__}")
+    from .tokenizers import kind_of
+    return kind_of(tokenizer).name
 
 
 def model_family(model: nn.Module) -> str:
-    from .models.registry import FAMILIES
-    for fam, (_, cls) in FAMILIES.items():
-        if isinstance(model, cls):
-            return fam
-    raise TypeError(f"unknown model type {type(model).__name__}")
+    from .models.registry import family_of
+    return family_of(model).name
 
 
 def save_tokenizer(tokenizer: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -101,47 +90,58 @@ def _load_weights_into(module: nn.Module, file: Path, device) -> nn.Module:
     return module.to(device).eval()
 
 
-def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
-    path = resolve(path)
-    meta = read_config(path)
+def _tokenizer_from(path: Path, meta: dict, device) -> nn.Module:
+    from .tokenizers import KINDS
     if meta.get("kind") != "tokenizer":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a tokenizer")
-    fams = _tokenizer_families()
-    if meta["family"] not in fams:
-        raise CheckpointError(f"{path}: unknown tokenizer family {meta['family']!r}")
-    cfg_cls, cls = fams[meta["family"]]
-    return _load_weights_into(cls(cfg_cls.from_dict(meta["config"])), path / "model.safetensors", device)
+    if meta.get("family") not in KINDS:
+        raise CheckpointError(f"{path}: unknown tokenizer family {meta.get('family')!r}")
+    kind = KINDS[meta["family"]]
+    return _load_weights_into(kind.model(kind.config.from_dict(meta["config"])), path / "model.safetensors", device)
 
 
-def load_model(path: str | os.PathLike, device="cpu", ema: bool = False) -> nn.Module:
+def _generator_from(path: Path, meta: dict, device, ema: bool) -> nn.Module:
     from .models.registry import build_model
-    path = resolve(path)
-    meta = read_config(path)
     if meta.get("kind") != "generator":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a generator")
     try:
         model = build_model(meta["family"], meta["config"])
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}/config.json does not describe a valid model: {e}") from None
-    weights = path / ("ema.safetensors" if ema else "model.safetensors")
-    return _load_weights_into(model, weights, device)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise CheckpointError(f"{path}/config.json does not describe a valid model: {msg}") from None
+    return _load_weights_into(model, path / ("ema.safetensors" if ema else "model.safetensors"), device)
+
+
+def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
+    path = resolve(path)
+    return _tokenizer_from(path, read_config(path), device)
+
+
+def load_model(path: str | os.PathLike, device="cpu", ema: bool = False) -> nn.Module:
+    path = resolve(path)
+    return _generator_from(path, read_config(path), device, ema)
 
 
 @dataclass
 class Pipeline:
-    """A generator and the tokenizer whose ids it models."""
+    """A generator and the tokenizer whose ids it models (and its directory's config.json)."""
     generator: nn.Module
     tokenizer: nn.Module
+    meta: dict | None = None
 
 
-def load(path: str | os.PathLike, device="cpu", ema: bool = False):
+def load(path: str | os.PathLike, device="cpu", ema: bool = False, with_meta: bool = False):
     """A checkpoint directory -> a model, or a `Pipeline` when it holds a tokenizer too.
-    A tokenizer directory loads as the tokenizer; "demo" is the pipeline shipped in the package."""
+    A tokenizer directory loads as the tokenizer; "demo" is the pipeline shipped in the package.
+    config.json is read once; with_meta=True returns (object, config.json) for the caller's defaults."""
     path = resolve(path)
     meta = read_config(path)
     if meta.get("kind") == "tokenizer":
-        return load_tokenizer(path, device)
-    model = load_model(path, device, ema=ema)
-    if meta.get("tokenizer"):
-        return Pipeline(model, load_tokenizer(path / meta["tokenizer"], device))
-    return model
+        obj = _tokenizer_from(path, meta, device)
+    else:
+        model = _generator_from(path, meta, device, ema)
+        obj = model
+        if meta.get("tokenizer"):
+            tok_dir = path / meta["tokenizer"]
+            obj = Pipeline(model, _tokenizer_from(tok_dir, read_config(tok_dir), device), meta)
+    return (obj, meta) if with_meta else obj

@@ -57,27 +57,23 @@ def load_official_aim(weights: Any, official_config: dict | None = None, vq_conf
     return model.eval(), tokenizer
 
 
+def official_tokenizer_kinds() -> dict:
+    """`mambagen convert` names of the official tokenizer files -> their tokenizer kinds."""
+    from ..tokenizers import KINDS
+    return {kind.official: kind for kind in KINDS.values()}
+
+
 def load_official(family: str, weights: Any, official_config: dict | None = None, **kwargs):
-    """Front door for official checkpoints.
-    Families: aim, gpt, arpg, var, mvar (kwargs: vocab_size, Cvae of the VQVAE), llamagen_vq, var_vqvae."""
-    if family == "aim":
-        return load_official_aim(weights, official_config)[0]
-    if family in ("llamagen_vq", "vq"):
-        from .llamagen_vq import load_official_llamagen_vq
-        return load_official_llamagen_vq(weights, official_config, **kwargs)
-    if family == "gpt":
-        from .gpt import load_official_gpt
-        return load_official_gpt(weights, official_config, **kwargs)
-    if family == "arpg":
-        from .arpg import load_official_arpg
-        return load_official_arpg(weights, official_config, **kwargs)
-    if family in ("var", "mvar"):
-        from .var import load_official_var
-        return load_official_var(family, weights, official_config, **kwargs)
-    if family == "var_vqvae":
-        from .var_vqvae import load_official_var_vqvae
-        return load_official_var_vqvae(weights, official_config, **kwargs)
-    raise KeyError(f"no official loader for family {family!r} (known: aim, gpt, arpg, var, mvar, llamagen_vq, var_vqvae)")
+    """Front door for official checkpoints: a family's record converts its weights (`Family.convert`),
+    a tokenizer kind its tokenizer. Families: aim, gpt, arpg, var, mvar (kwargs: vocab_size, Cvae of the
+    VQVAE, or tokenizer=the converted VQVAE); tokenizers: llamagen_vq (or vq), var_vqvae."""
+    from ..models.registry import FAMILIES
+    kinds = {**official_tokenizer_kinds(), "vq": official_tokenizer_kinds()["llamagen_vq"]}
+    if family in kinds:
+        return kinds[family].convert(weights, official_config, **kwargs)
+    if family not in FAMILIES:
+        raise KeyError(f"no official loader for family {family!r} (known: {', '.join([*FAMILIES, *kinds])})")
+    return FAMILIES[family].convert(weights, official_config, **kwargs)[0]
 
 
 __all__ = ["load_official", "load_official_aim"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 
 from ..io import CheckpointError
-from ..models.mvar import MVARConfig
-from ..models.var import VARConfig
 
 # official constructor arguments that only choose kernels
 _KERNEL_ONLY = {"flash_if_available", "fused_if_available", "vae_local"}
@@ -28,8 +26,8 @@ def var_config_from_official(family: str, official: dict, vocab_size: int = 4096
     values.setdefault("depth", 16)
     if "patch_nums" in values:
         values["patch_nums"] = tuple(values["patch_nums"])
-    cls = MVARConfig if family == "mvar" else VARConfig
-    return cls(**values, vocab_size=vocab_size, Cvae=Cvae, extra={"converted_from": family})
+    from ..models.registry import get_family
+    return get_family(family).config(**values, vocab_size=vocab_size, Cvae=Cvae, extra={"converted_from": family})
 
 
 PATCH_NUMS_BY_LENGTH = {680: (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), 2240: (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)}
@@ -67,7 +65,7 @@ def load_official_var(family: str, weights, official_config: dict | None = None,
     training checkpoint, or a state dict) -> our model in eval mode. Without `official_config`
     it is inferred from the tensors (`infer_var_config`)."""
     from ..io import load_state_dict_strict, load_weights, unwrap_state_dict
-    from ..models.registry import FAMILIES
+    from ..models.registry import get_family
 
     if not isinstance(weights, dict):
         weights = load_weights(weights)
@@ -77,6 +75,6 @@ def load_official_var(family: str, weights, official_config: dict | None = None,
     if official_config is None:
         official_config = infer_var_config(state)
     cfg = var_config_from_official(family, official_config, vocab_size, Cvae)
-    model = FAMILIES[family][1](cfg)
+    model = get_family(family).model(cfg)
     load_state_dict_strict(model, state, f"official {family.upper()} checkpoint")
     return model.eval()

@@ -15,7 +15,6 @@ functions so they can be tested without a network:
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -25,7 +24,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -627,49 +625,6 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
         return write_dataset(items, image_dirs, root, size=size, val_fraction=val_fraction, force=force,
                              packages=packages, metadata_license=license_text, left_out=left_out,
                              progress=progress)
-
-
-# ------------------------------------------------------------------------------------ CLI
-def data_subparsers(subparsers) -> argparse._SubParsersAction:
-    """The nested subcommands of `mambagen data`, created on first use so other modules can add theirs."""
-    parser = subparsers.choices.get("data")
-    if parser is None:
-        parser = subparsers.add_parser("data", help="build datasets (mambagen data emoji ...)",
-                                       description="Build training datasets in the class-per-folder layout.")
-        return parser.add_subparsers(dest="data_command", required=True, metavar="DATASET")
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def add_cli(subparsers) -> None:
-    """`mambagen data emoji ROOT ...`."""
-    p = data_subparsers(subparsers).add_parser(
-        "emoji", help="the built-in demo dataset: 9 emoji classes, Google + Twitter art, 64x64",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=f"Build ROOT/{{train,val}}/<class>/<name>_<style>.png from the npm packages {META_PACKAGE}, "
-                    f"{', '.join(STYLE_PACKAGES.values())} (version {VERSION}; fetched with npm into --cache and "
-                    "sha512-verified, reused offline afterwards). Classes are the emoji categories except "
-                    "Component; base emoji only; images composited on white. About --val-fraction of each "
-                    "class goes to val/, every style of one emoji on the same side. Also writes ROOT/NOTICE "
-                    "(image licenses: Noto Emoji Apache-2.0, Twemoji CC-BY 4.0) and ROOT/stats.json.")
-    p.add_argument("root", metavar="ROOT", help="output folder (built beside it, then renamed into place)")
-    p.add_argument("--size", type=int, choices=(64, 32), default=64, help="image side in pixels")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class's emoji held out in val/")
-    p.add_argument("--styles", default=",".join(STYLES), help="comma-separated art styles to include")
-    p.add_argument("--cache", default=str(default_cache_dir()), help="folder caching the verified npm tarballs")
-    p.add_argument("--skin-tones", action="store_true", help="also include skin-tone variants (same split as "
-                   "their base emoji)")
-    p.add_argument("--force", action="store_true", help="replace ROOT if it holds an earlier emoji build")
-    p.set_defaults(fn=cmd_emoji)
-
-
-def cmd_emoji(args) -> None:
-    t0 = time.time()
-    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-    stats = build_emoji_dataset(args.root, size=args.size, val_fraction=args.val_fraction, styles=styles,
-                                cache_dir=args.cache, force=args.force, include_variations=args.skin_tones)
-    print(format_summary(stats))
-    print(f"wrote {args.root} ({stats['totals']['train']} train + {stats['totals']['val']} val images, "
-          f"{args.size}x{args.size}) in {time.time() - t0:.1f} s")
 
 
 def format_summary(stats: dict) -> str:

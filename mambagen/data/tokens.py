@@ -10,7 +10,6 @@ versions are stored and `TokenDataset` picks one per (seed, epoch, index).
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -104,40 +103,3 @@ class TokenDataset:
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             view = torch.randint(views, (len(self),), generator=g)[indices]
         return self.tokens[indices, view].long(), self.labels[indices]
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tokenize", help="encode an image folder once into token shards for generator training",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Encode every image of an ImageFolder (one sub-folder per class) with a trained tokenizer "
-                    "into compact shards of token ids + labels, so generator training never runs the encoder.")
-    p.add_argument("--data", required=True, help="image folder (class per sub-folder), e.g. emoji64/train")
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory (e.g. runs/vq/tokenizer)")
-    p.add_argument("--out", required=True, help="output directory for the shards")
-    p.add_argument("--image-size", type=int, default=None, help="resize/crop size (default: the tokenizer's)")
-    p.add_argument("--flip", action="store_true", help="also store the horizontally flipped version of each image")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.set_defaults(fn=_cmd_tokenize)
-
-
-def _cmd_tokenize(args) -> None:
-    from ..checkpoint import load_tokenizer
-    from .folder import ImageFolder
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer(args.tokenizer, device)
-    size = args.image_size or tok.config.image_size
-    ds = ImageFolder(args.data, size)
-    ds.scan()   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
-    out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip,
-                           shard_size=args.shard_size, device=device, num_workers=args.num_workers)
-    meta = read_json(out / "meta.json")
-    print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
-          f"tokens ({len(meta['shards'])} shard(s)) to {out}")
-    report = ds.skipped_report()
-    if report.get("dropped_by_scan") or report.get("skipped"):
-        print(f"left out unreadable images: {report}")

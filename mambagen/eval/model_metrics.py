@@ -32,9 +32,11 @@ def heldout_bits_per_token(model, data, info, *, batch_size: int = 64, quantizer
     """
     from ..train.loop import evaluate_bits_per_token
 
+    from ..models.registry import family_of
     check_fits(model, data)
-    if getattr(model, "needs_quantizer", False) and quantizer is None:
-        raise ValueError(f"{type(model).__name__} needs its tokenizer's quantizer for teacher forcing: pass the "
+    family = family_of(model)
+    if family.needs_quantizer and quantizer is None:
+        raise ValueError(f"{family.name} needs its tokenizer's quantizer for teacher forcing: pass the "
                          "multi-scale tokenizer (--tokenizer DIR, or a model directory that includes it)")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")

@@ -8,9 +8,10 @@
       preview.png                   the first few samples of each class
 
 Global index i in [0, N) has label classes[i // per_class]. Rank r of W takes r, r + W, r + 2W, ...
-(`rank_indices`). Every image draws its tokens from its own generator seeded from (seed, i)
-(`image_seed`) and is decoded on its own, so the archive does not depend on the world size or
-the batch size. (The generator's arithmetic can still differ between batch shapes - on GPUs
+(`rank_indices`). Batches run through the family's sampler - its fast path on CUDA - with every image
+drawing its tokens from its own stream seeded from (seed, i) (`image_seed`, `sample.streams.RowStreams`)
+and decoded in fixed-shape batches (`tokenizers.decode_fixed`), so the archive does not depend on the
+world size or the batch size. (The model's arithmetic can still differ between batch shapes - on GPUs
 that may flip a rare near-tie draw; on CPU the tests find it exact.) A restart skips every index
 some shard already holds, whatever world size or batch size wrote it.
 """
@@ -23,19 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..images import make_grid, save_image, save_npz, to_uint8
 from ..io import atomic_path, read_json, write_json
-from ..sample.fast import sample_with_noise
-from ..sample.logits import cfg_combine, check_sampling_args
-from ..sample.pipeline import check_pair
-from ..sample.random_order import generate_random_order
-from ..sample.raster import generate_raster
-from ..sample.scales import generate_scales
+from ..sample.config import SamplingConfig
+from ..sample.pipeline import Sampler
+from ..sample.streams import RowStreams
+from ..tokenizers import decode_fixed, is_multiscale
 
 META_FORMAT = "mambagen-samples"
 PREVIEW_PER_CLASS, PREVIEW_CLASSES = 8, 16
+
+
+STREAMS = "rows-splitmix64"   # how images draw their tokens (`sample.streams`); recorded, so a change is refused
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,15 @@ class SampleSpec:
     """What to sample; recorded in meta.json and compared on every restart."""
     classes: tuple[int, ...]
     per_class: int
-    seed: int = 0
-    cfg_scale: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    sampling: SamplingConfig = SamplingConfig()
     model: str = ""                     # where the weights came from
     ema: bool = False
+    streams: str = STREAMS
 
     def __post_init__(self):
         if not self.classes or self.per_class < 1:
             raise ValueError(f"need at least one class and per_class >= 1, got {len(self.classes)} classes, "
                              f"per_class {self.per_class}")
-        check_sampling_args(self.cfg_scale, self.temperature, self.top_k, self.top_p)
 
     @property
     def num_samples(self) -> int:
@@ -66,7 +63,7 @@ class SampleSpec:
         return np.asarray(self.classes, dtype=np.int64)[np.asarray(indices) // self.per_class]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "classes": list(self.classes)}
+        return {**asdict(self), "classes": list(self.classes), "sampling": self.sampling.to_dict()}
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -83,97 +80,29 @@ def rank_indices(n: int, rank: int, world: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ per-image draws
-class _RowDraws:
-    """A generator wrapper that draws every image's tokens from that image's own torch.Generator.
+@torch.no_grad()
+def sample_rows(model, tokenizer, labels: torch.Tensor, seeds: list[int], sampling: SamplingConfig, *,
+                fast: bool | None = None, compile: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (B, 3, H, W) in [-1, 1], tokens (B, N)) for labels (B,).
 
-    The shared samplers draw a whole batch from one generator, so an image's draws would depend
-    on its batch mates. Here the wrapper draws each row itself - CFG, temperature, top-k/p, then
-    Gumbel-max with that row's noise (`sample_with_noise`) - and hands the sampler one-hot logits,
-    which the sampler's greedy mode (temperature 0) returns unchanged (CFG of two equal one-hot
-    rows is that row). The sampler's loop and cache handling are reused as they are.
+    The whole batch runs through the family's sampler (its fast path on CUDA), row b drawing from its
+    own stream seeded with seeds[b] (`RowStreams`), and is decoded in fixed-shape batches
+    (`decode_fixed`): an image depends on its seed and label only.
     """
-
-    def __init__(self, model, generators: list[torch.Generator], cfg_scale: float, temperature: float,
-                 top_k: int, top_p: float):
-        self.model, self.generators = model, generators
-        self.cfg_scale, self.temperature, self.top_k, self.top_p = cfg_scale, temperature, top_k, top_p
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)        # config, allocate_cache, condition, ...
-
-    def _draw(self, logits: torch.Tensor, guidance: float) -> torch.Tensor:
-        """logits (B or 2B, ..., V) -> one-hot logits of the drawn tokens, same shape."""
-        B = len(self.generators)
-        guided = logits.shape[0] == 2 * B
-        if guided:
-            logits = cfg_combine(*logits.float().chunk(2), guidance)
-        noise = None
-        if not (self.temperature == 0 or self.top_k == 1):        # greedy needs no noise
-            noise = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device)
-                                 for g in self.generators])
-        tok = sample_with_noise(logits, noise, self.temperature, self.top_k, self.top_p)
-        onehot = F.one_hot(tok, logits.shape[-1]).float()
-        return torch.cat([onehot, onehot]) if guided else onehot
-
-
-class _RasterRowDraws(_RowDraws):
-    def prefill(self, *args, **kwargs):
-        return self._draw(self.model.prefill(*args, **kwargs), self.cfg_scale)
-
-    def step(self, *args, **kwargs):
-        return self._draw(self.model.step(*args, **kwargs), self.cfg_scale)
-
-
-class _ScaleRowDraws(_RowDraws):
-    def decode_scale(self, x, cond, mod, cache, si: int):
-        # the official next-scale guidance ramp (as generate_scales): 1 at the first scale, cfg_scale at the last
-        S = len(self.model.config.patch_nums)
-        guidance = 1 + (self.cfg_scale - 1) * si / max(1, S - 1)
-        return self._draw(self.model.decode_scale(x, cond, mod, cache, si), guidance)
-
-
-def decode_each(generator, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
-    """Token rows (B, N) -> images (B, 3, H, W) in [-1, 1], decoding one image at a time.
-
-    Convolutions may pick other algorithms for other batch sizes (on CPU, batch 1 vs 2 already
-    differs by ~1e-5), which could move a pixel across a uint8 rounding boundary; alone, an
-    image's pixels are a function of its tokens only. Decoding is a small part of sampling's cost.
-    """
-    if hasattr(tokenizer, "patch_nums"):                 # multi-scale: f_hat rebuilt from all scales' ids
-        rows = [tokenizer.decode(row) for row in tokens.split(1)]
-    else:
-        rows = [tokenizer.decode(row, grid=generator.config.grid) for row in tokens.split(1)]
-    return torch.cat(rows).clamp(-1, 1)
+    tokens = sample_tokens(model, tokenizer, labels, seeds, sampling, fast=fast, compile=compile)
+    return decode_fixed(tokenizer, tokens, None if is_multiscale(tokenizer) else model.config.grid), tokens
 
 
 @torch.no_grad()
-def sample_rows(generator, tokenizer, labels: torch.Tensor, seeds: list[int], *, cfg_scale: float = 1.0,
-                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (B, 3, H, W) in [-1, 1], tokens (B, N)) for labels (B,).
-
-    Row b draws its tokens from a generator seeded with seeds[b] and is decoded on its own. The
-    token loops are the shared samplers', dispatched as `sample_images` does.
-    """
-    check_sampling_args(cfg_scale, temperature, top_k, top_p)
-    check_pair(generator, tokenizer)
+def sample_tokens(model, tokenizer, labels: torch.Tensor, seeds: list[int], sampling: SamplingConfig, *,
+                  fast: bool | None = None, compile: bool = False) -> torch.Tensor:
+    """The token generation of `sample_rows` (what `mambagen bench` times as kind sample_many)."""
+    if sampling.more_smooth:
+        raise ValueError("more_smooth mixes code vectors (a visualisation); sample-many stores tokens: leave it off")
     if len(seeds) != len(labels):
         raise ValueError(f"{len(seeds)} seeds for {len(labels)} labels")
-    gens = [torch.Generator(device=labels.device).manual_seed(int(s)) for s in seeds]
-    if hasattr(generator, "decode_step"):
-        # random order (ARPG): each row on its own - its order and draws from its generator, the official
-        # linear CFG ramp and the same step count as `sample_images`
-        steps = min(64, generator.config.num_tokens)
-        tokens = torch.cat([generate_random_order(generator, labels[b:b + 1], num_iter=steps, cfg_scale=cfg_scale,
-                                                  temperature=temperature, top_k=top_k, top_p=top_p,
-                                                  generator=g).tokens for b, g in enumerate(gens)])
-    elif hasattr(generator, "decode_scale"):
-        model = _ScaleRowDraws(generator, gens, cfg_scale, temperature, top_k, top_p)
-        res = generate_scales(model, tokenizer.quantize, labels, cfg=cfg_scale - 1, temperature=0.0)
-        tokens = torch.cat(res.indices, dim=1)
-    else:
-        model = _RasterRowDraws(generator, gens, cfg_scale, temperature, top_k, top_p)
-        tokens = generate_raster(model, labels, cfg_scale=cfg_scale, temperature=0.0).tokens
-    return decode_each(generator, tokenizer, tokens), tokens
+    sampler = Sampler(model, tokenizer, sampling, fast=fast, compile=compile)
+    return sampler.tokens(labels, RowStreams.from_seeds(seeds, labels.device))
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -224,9 +153,9 @@ def check_meta(out_dir: str | os.PathLike, spec: SampleSpec, write: bool) -> Non
         write_json(path, {"format": META_FORMAT, "spec": spec.to_dict()})
 
 
-def sample_shard(generator, tokenizer, spec: SampleSpec, out_dir: str | os.PathLike, *, rank: int = 0,
+def sample_shard(model, tokenizer, spec: SampleSpec, out_dir: str | os.PathLike, *, rank: int = 0,
                  world: int = 1, batch_size: int = 32, device: str | torch.device = "cpu",
-                 progress: bool = True) -> int:
+                 progress: bool = True, fast: bool | None = None, compile: bool = False) -> int:
     """Sample rank `rank`'s images that no shard holds yet, one atomic shard per batch.
 
     Returns how many images were sampled now (0 when this rank's part was already complete).
@@ -240,9 +169,9 @@ def sample_shard(generator, tokenizer, spec: SampleSpec, out_dir: str | os.PathL
     batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     for idx in tqdm(batches, desc=f"sampling (rank {rank})", unit="batch", disable=not progress):
         labels = spec.labels_of(idx)
-        images, tokens = sample_rows(generator, tokenizer, torch.as_tensor(labels, device=device),
-                                     [image_seed(spec.seed, int(i)) for i in idx], cfg_scale=spec.cfg_scale,
-                                     temperature=spec.temperature, top_k=spec.top_k, top_p=spec.top_p)
+        images, tokens = sample_rows(model, tokenizer, torch.as_tensor(labels, device=device),
+                                     [image_seed(spec.sampling.seed, int(i)) for i in idx], spec.sampling,
+                                     fast=fast, compile=compile)
         write_shard(out_dir, idx, to_uint8(images), labels, tokens.cpu().numpy())
     return len(todo)
 

@@ -20,10 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..family import Family, Size, token_inputs
 from ..layers.adaln import AdaLNGroup, modulate
 from ..layers.embed import check_labels
 from ..layers.mamba2 import Mamba2, Mamba2Cache
 from ..layers.norm import RMSNorm
+from ..sample.raster import RASTER
+from ..tokenizers import KINDS
+from .aim_fast import AiMFastDecode
 
 
 @dataclass
@@ -184,7 +188,7 @@ class AiM(nn.Module):
         final = self.final_ada_lin(F.silu(c)).unflatten(-1, (2, -1))
         return c, mods, final
 
-    def _head(self, x, final):
+    def head_logits(self, x, final):
         """x (B, ..., D) float32 residual stream -> logits (B, ..., V)."""
         if self.norm_f is not None:
             x = self.norm_f(x)
@@ -220,7 +224,7 @@ class AiM(nn.Module):
         x = self.drop(x).float()
         for i, blk in enumerate(self.blocks):
             x = blk(x, c, None if group is None else group[:, i % group.shape[1]])
-        logits = self._head(x, self.final_ada_lin(F.silu(c)).unflatten(-1, (2, -1)))  # (B, N, V)
+        logits = self.head_logits(x, self.final_ada_lin(F.silu(c)).unflatten(-1, (2, -1)))  # (B, N, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
         return logits, loss
 
@@ -248,7 +252,7 @@ class AiM(nn.Module):
         group = self.ada_group(c) if self.ada_group is not None else None
         for i, (blk, lc) in enumerate(zip(self.blocks, cache.layers)):
             x = blk(x, c, None if group is None else group[:, i % group.shape[1]], lc)
-        return self._head(x[:, -1], cache.final)
+        return self.head_logits(x[:, -1], cache.final)
 
     def embed_step(self, tokens: torch.Tensor, index) -> torch.Tensor:
         """Input of decoding step `index`: tokens (B,) -> (B, D) float32."""
@@ -261,8 +265,44 @@ class AiM(nn.Module):
 
     def step(self, tokens: torch.Tensor, cache: AiMCache, index) -> torch.Tensor:
         """Feed image token number `index` (int or 0-d tensor) and return logits (B, V) for token index + 1.
-        (`sample.fast` runs the same step with its blocks compiled and fused.)"""
+        (`aim_fast.AiMFastDecode` runs the same step with its blocks compiled and fused.)"""
         x = self.embed_step(tokens, index)
         for blk, mod, lc in zip(self.blocks, cache.mods, cache.layers):
             x = blk.step(x, mod, lc, index)
-        return self._head(x, cache.final)
+        return self.head_logits(x, cache.final)
+
+
+# ---------------------------------------------------------------- the family record
+def convert(weights, official_config=None, tokenizer=None, **options):
+    """Official AiM (the HF directory of hp-l33/aim-*, a Trainer file, or a state dict + its MambaConfig)
+    -> (AiM, its VQ tokenizer when the release holds one, else `tokenizer`)."""
+    from ..convert import load_official_aim
+    model, own = load_official_aim(weights, official_config, **options)
+    return model, own if own is not None else tokenizer
+
+
+# Paper Table 1; official counts from instantiating hp-l33/AiM.
+FAMILY = Family(
+    name="aim", description="AiM: raster next-token prediction with Mamba2", config=AiMConfig, model=AiM,
+    sizes={
+        "aim-b": Size(dict(d_model=768, n_layer=24, adaln="layer"), "AiM-B: 24 layers, 768 wide, per-layer adaLN",
+                      147_622_080),
+        "aim-l": Size(dict(d_model=1024, n_layer=48, adaln="group", adaln_groups=4),
+                      "AiM-L: 48 layers, 1024 wide, adaLN-group (4)", 349_760_000),
+        "aim-xl": Size(dict(d_model=1536, n_layer=48, adaln="group", adaln_groups=4),
+                       "AiM-XL: 48 layers, 1536 wide, adaLN-group (4)", 763_291_392),
+        "aim-1b": Size(dict(d_model=2048, n_layer=48, adaln="group", adaln_groups=4),
+                       "AiM-1B: 48 layers, 2048 wide, adaLN-group (4)", 1_335_944_192),
+        # small sizes for tests and the CPU demo (own design, no official counterpart)
+        "aim-tiny": Size(dict(d_model=64, n_layer=4, vocab_size=256, num_classes=10, num_tokens=16, d_state=16,
+                              headdim=16, chunk_size=16, adaln="group", adaln_groups=2),
+                         "tests/CPU demo: 4 layers, 64 wide"),
+        "aim-small": Size(dict(d_model=256, n_layer=12, vocab_size=1024, num_classes=9, num_tokens=64, d_state=64,
+                               headdim=32, chunk_size=64, adaln="group", adaln_groups=4, token_dropout=0.1,
+                               mixer_dropout=0.1), "demo scale: 12 layers, 256 wide"),
+    },
+    tokenizer="vq", fit=KINDS["vq"].fit, sampler=RASTER, fast=AiMFastDecode,
+    edits=frozenset({"inpaint", "outpaint"}), sampling_options=frozenset({"cfg_interval"}),
+    train_inputs=token_inputs, convert=convert,
+    convert_help="the HF directory of hp-l33/aim-* (config.json + model.safetensors; its tokenizer is converted "
+                 "too) or a state dict + --config", parity=("aim",))

@@ -30,15 +30,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..family import Family, Size
 from ..layers.attention import KVCache, cached_block_step
 from ..layers.embed import check_labels
 from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
 from ..layers.norm import RMSNorm
 from ..layers.rope import apply_rope, rope_2d_table
+from ..sample.random_order import RANDOM_ORDER
+from ..tokenizers import KINDS
 
 
 @dataclass
@@ -108,17 +113,6 @@ class ARPGConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# Named sizes: (config values, official parameter count). The registry registers them.
-SIZES = {
-    "arpg-l": (dict(dim=1024, n_layer=24, n_head=16), 319_845_376),
-    "arpg-xl": (dict(dim=1280, n_layer=36, n_head=20), 718_997_760),
-    "arpg-xxl": (dict(dim=1536, n_layer=48, n_head=24), 1_302_449_664),
-    # tests / CPU demo (own design): the shapes of aim-tiny / gpt-tiny
-    "arpg-tiny": (dict(dim=64, n_layer=4, n_head=4, multiple_of=32, vocab_size=256, num_classes=10, num_tokens=16),
-                  None),
-}
 
 
 @dataclass
@@ -265,7 +259,7 @@ class TwoPassDecoder(nn.Module):
     def step(self, x, q, rope_x, rope_q, cache: ARPGCache, start: int, self_visible, block_steps=None):
         """x (B, n_in, D) fed at slots [start, start + n_in); q (B, n_q, D) -> (B, n_q, D). Every
         query sees every written slot [0, start + n_in); `self_visible` as in `SelfAttention.step`.
-        block_steps: (cached_block_step, cross_block_step) replacements (compiled versions, see sample/fast.py)."""
+        block_steps: (cached_block_step, cross_block_step) replacements (compiled: `ARPGFastCall`)."""
         self_step, cross_step = block_steps or (cached_block_step, cross_block_step)
         for blk, kv in zip(self.self_dec, cache.self_kv):
             x = self_step(blk, x, rope_x, kv.k, kv.v, start, self_visible)   # (B, n_in, D)
@@ -418,6 +412,55 @@ class ARPG(nn.Module):
             self_visible = cache.slots[None, :end] <= fed             # (n, end)
         x = self.embeddings(ids)                                      # (B, n, D)
         q = self._queries(*query_rows.shape).clone()                  # (B, n_q, D), a plain tensor, so that compiled
-        # block steps (sample/fast.py) see the same layout at every cross-decoder block
+        # block steps (`ARPGFastCall`) see the same layout at every cross-decoder block
         h = self.layers.step(x, q, self._rope(rows), self._rope(query_rows), cache, start, self_visible, block_steps)
         return self._logits(h)                                        # (B, n_q, V)
+
+
+# ---------------------------------------------------------------- the fast path (one CUDA graph per call)
+class ARPGFastCall:
+    """What ARPG's whole-call graph runs (`sample.graphs.GraphedCallSampler`): its two block steps
+    compiled once each, dynamic in the tokens and queries per step (the schedule varies them; a few
+    compilations then cover every step). compile_blocks=False: the eager steps."""
+
+    def __init__(self, model: ARPG, compile_blocks: bool = True, compile_mode: str | None = None):
+        # fullgraph=False: a kernel the compiler cannot trace splits the region instead of failing
+        self.block_steps = (tuple(torch.compile(f, fullgraph=False, dynamic=True, mode=compile_mode)
+                                  for f in (cached_block_step, cross_block_step)) if compile_blocks else None)
+
+    @staticmethod
+    def setting():
+        return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- the family record
+def train_inputs(model: ARPG, tokens, labels, quantizer=None, rng=None):
+    """Training sees a fresh random order per sample, drawn from `rng`."""
+    return tokens, labels, model.draw_orders(tokens.shape[0], generator=rng).to(tokens.device)
+
+
+def convert(weights, official_config=None, tokenizer=None, **options):
+    """Official ARPG weights (arpg_300m.pt ...; + an already converted VQ tokenizer) -> (ARPG, tokenizer)."""
+    from ..convert.arpg import load_official_arpg
+    return load_official_arpg(weights, official_config, **options), tokenizer
+
+
+# Official counts from instantiating hp-l33/ARPG's ARPG_models.
+FAMILY = Family(
+    name="arpg", description="ARPG: random-order parallel decoding with target-aware queries", config=ARPGConfig,
+    model=ARPG,
+    sizes={
+        "arpg-l": Size(dict(dim=1024, n_layer=24, n_head=16), "ARPG-L", 319_845_376),
+        "arpg-xl": Size(dict(dim=1280, n_layer=36, n_head=20), "ARPG-XL", 718_997_760),
+        "arpg-xxl": Size(dict(dim=1536, n_layer=48, n_head=24), "ARPG-XXL", 1_302_449_664),
+        # tests / CPU demo (own design): the shapes of aim-tiny / gpt-tiny
+        "arpg-tiny": Size(dict(dim=64, n_layer=4, n_head=4, multiple_of=32, vocab_size=256, num_classes=10,
+                               num_tokens=16), "tests: 4 layers, 64 wide"),
+        "arpg-small": Size(dict(dim=256, n_layer=8, n_head=4, multiple_of=64, num_tokens=64, vocab_size=1024,
+                                num_classes=9), "demo study: 4 + 4 layers, 256 wide"),
+    },
+    tokenizer="vq", fit=KINDS["vq"].fit, sampler=RANDOM_ORDER, fast=ARPGFastCall,
+    edits=frozenset({"inpaint", "outpaint", "canvas"}), sampling_options=frozenset({"steps", "schedule", "cfg_schedule"}),
+    official_sampling=dict(steps=64),
+    train_inputs=train_inputs, convert=convert, convert_options=("vq",),
+    convert_help="arpg_300m.pt (+ --vq vq_ds16_c2i.pt; its pickled argparse args are allow-listed)", parity=("arpg",))

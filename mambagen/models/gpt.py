@@ -30,11 +30,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers.attention import KVCache
+from ..family import Family, Size, token_inputs
+from ..layers.attention import KVCache, cached_block_step
 from ..layers.embed import check_labels
 from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
 from ..layers.norm import RMSNorm
 from ..layers.rope import apply_rope, rope_2d_table
+from ..sample.raster import RASTER
+from ..tokenizers import KINDS
 
 
 @dataclass
@@ -100,17 +103,6 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# Named sizes: (config values, official parameter count). The registry registers them.
-SIZES = {
-    "gpt-b": (dict(dim=768, n_layer=12, n_head=12), 110_888_448),
-    "gpt-l": (dict(dim=1024, n_layer=24, n_head=16), 342_910_976),
-    "gpt-xl": (dict(dim=1280, n_layer=36, n_head=20), 774_699_520),
-    # tests / CPU demo (own design): the shapes of aim-tiny
-    "gpt-tiny": (dict(dim=64, n_layer=2, n_head=4, multiple_of=32, vocab_size=256, num_classes=10, num_tokens=16),
-                 None),
-}
 
 
 @dataclass
@@ -286,3 +278,49 @@ class GPT(nn.Module):
             x = (layer.step(x, rope, kv, pos, visible) if block_step is None
                  else block_step(layer, x, rope, kv.k, kv.v, pos, visible))
         return self._logits(x[:, 0])                                   # (B, V)
+
+
+# ---------------------------------------------------------------- the fast path (CUDA graphs, sample/fast.py)
+class GPTFastDecode:
+    """GPT's decode for the raster step sampler: the model's prefill (eager) and its step with one
+    compiled block step serving every block (regional compilation; `cached_block_step`)."""
+    capture_start = False
+
+    def __init__(self, model: GPT, rows: int, *, compile_blocks: bool = True, compile_mode: str | None = None):
+        self.model, self.cache = model, model.allocate_cache(rows)
+        # fullgraph=False: a kernel the compiler cannot trace splits the region instead of failing
+        self.block_step = (torch.compile(cached_block_step, fullgraph=False, dynamic=False, mode=compile_mode)
+                           if compile_blocks else None)
+
+    def start(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.model.prefill(labels, self.cache)
+
+    def step(self, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.model.step(tokens, self.cache, index, block_step=self.block_step)
+
+
+# ---------------------------------------------------------------- the family record
+def convert(weights, official_config=None, tokenizer=None, **options):
+    """Official LlamaGen c2i weights (+ an already converted VQ tokenizer to ship with) -> (GPT, tokenizer)."""
+    from ..convert.gpt import load_official_gpt
+    return load_official_gpt(weights, official_config, **options), tokenizer
+
+
+# Paper/official table; official counts from instantiating LlamaGen's GPT_models.
+FAMILY = Family(
+    name="gpt", description="LlamaGen GPT: the raster transformer baseline", config=GPTConfig, model=GPT,
+    sizes={
+        "gpt-b": Size(dict(dim=768, n_layer=12, n_head=12), "LlamaGen GPT-B", 110_888_448),
+        "gpt-l": Size(dict(dim=1024, n_layer=24, n_head=16), "LlamaGen GPT-L", 342_910_976),
+        "gpt-xl": Size(dict(dim=1280, n_layer=36, n_head=20), "LlamaGen GPT-XL", 774_699_520),
+        # tests / CPU demo (own design): the shapes of aim-tiny
+        "gpt-tiny": Size(dict(dim=64, n_layer=2, n_head=4, multiple_of=32, vocab_size=256, num_classes=10,
+                              num_tokens=16), "tests: 2 layers, 64 wide"),
+        # the demo-scale study (~6.4M parameters, docs/study)
+        "gpt-small": Size(dict(dim=256, n_layer=7, n_head=4, num_tokens=64, vocab_size=1024, num_classes=9),
+                          "demo study: 7 layers, 256 wide"),
+    },
+    tokenizer="vq", fit=KINDS["vq"].fit, sampler=RASTER, fast=GPTFastDecode,
+    edits=frozenset({"inpaint", "outpaint"}), sampling_options=frozenset({"cfg_interval"}),
+    train_inputs=token_inputs, convert=convert, convert_options=("vq",),
+    convert_help="c2i_L_256.pt (+ --vq vq_ds16_c2i.pt)", parity=("gpt",))

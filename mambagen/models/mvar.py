@@ -18,9 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..family import Family, Size
+from ..layers import mamba2
 from ..layers.attention import VARAttention
 from ..layers.mamba2 import Mamba2, Mamba2Cache
-from .var import FFN, DropPath, NextScaleBase, VARConfig, ln, scale_bounds
+from ..sample.scales import NEXT_SCALE
+from ..tokenizers import KINDS
+from .var import FFN, DropPath, NextScaleBase, VARConfig, depth_size, convert_next_scale, ln, next_scale_inputs, scale_bounds
 
 
 @dataclass
@@ -86,7 +90,7 @@ class MVAR(NextScaleBase):
 
     def decode_scale(self, x_BlC, cond, mod, cache: list[Mamba2Cache], si: int, block_step=None):
         """Tokens of scale si (B, pn^2, C) -> logits (B, pn^2, V); the Mamba2 states carry earlier scales.
-        block_step: replaces `block_decode_step` (a compiled version: sample/fast.py)."""
+        block_step: replaces `block_decode_step` (a compiled version: `MVARFastCall`)."""
         step = block_step or block_decode_step
         for blk, mc in zip(self.blocks, cache):
             x_BlC = step(blk, x_BlC, cond, mc.conv, mc.ssm)
@@ -99,4 +103,48 @@ def block_decode_step(blk: MVARBlock, x_BlC, cond, conv, ssm):
     return blk(x_BlC, cond, cache=Mamba2Cache(conv, ssm))
 
 
-__all__ = ["MVAR", "MVARConfig", "block_decode_step", "scale_bounds"]
+# ---------------------------------------------------------------- the fast path (one CUDA graph per call)
+class MVARFastCall:
+    """What M-VAR's whole-call graph runs (`sample.graphs.GraphedCallSampler`): the Mamba2 scan of each
+    scale in the tensor-core formulation in chunks of 64 (`layers/ssd_fast.py`; its in-chunk decays grow
+    with the chunk squared, and with chunk 256 Inductor failed to compile it, bench/results/
+    h100_run7_fast_checks.json), and the block step compiled for scales of COMPILED_MIN_LEN tokens or more
+    (its four largest: one compilation each), eager for the small ones, where compiling gains little.
+    compile_blocks=False: nothing compiled (the tensor-core scan eagerly)."""
+
+    def __init__(self, model: "MVAR", compile_blocks: bool = True, compile_mode: str | None = None):
+        self.model, self.compile_blocks = model, compile_blocks
+        self.block_steps = None
+        if compile_blocks:
+            compiled = torch.compile(block_decode_step, fullgraph=False, dynamic=False, mode=compile_mode)
+            self.block_steps = lambda blk, x, cond, conv, ssm: (
+                compiled if x.shape[1] >= mamba2.COMPILED_MIN_LEN else block_decode_step)(blk, x, cond, conv, ssm)
+
+    def setting(self):
+        return mamba2.scan_impl(self.model, "compiled" if self.compile_blocks else "fast", chunk=64)
+
+
+# ---------------------------------------------------------------- the family record
+# attn_l2_norm as the official checkpoints use it (README: off for d16/d20)
+_SIZES = {f"mvar-d{d}": Size({**depth_size(d), "attn_l2_norm": l2},
+                             f"M-VAR-d{d} (256 px)" + (" - the paper says 3.0B" if d == 32 else ""), n)
+          for d, l2, n in ((12, True, 198_435_568), (16, False, 464_157_184), (20, False, 900_528_736),
+                           (24, True, 1_550_067_136), (30, True, 3_017_065_756), (32, True, 3_658_707_968))}
+_SIZES["mvar-tiny"] = Size(dict(depth=2, embed_dim=32, num_heads=2, vocab_size=256, Cvae=8, num_classes=10,
+                                patch_nums=(1, 2, 3, 4), d_state=16, headdim=16, chunk_size=16), "tests: 2 blocks, 32 wide")
+# ~6.4M parameters, the demo study (docs/study): scales 1,2,3,4,6,8 of msvq-demo
+_SIZES["mvar-small"] = Size(dict(depth=6, embed_dim=192, num_heads=3, Cvae=32, patch_nums=(1, 2, 3, 4, 6, 8), d_state=64,
+                                 headdim=64, chunk_size=64, drop_rate=0.1, vocab_size=1024, num_classes=9),
+                            "demo study: 6 blocks, 192 wide")
+
+FAMILY = Family(
+    name="mvar", description="M-VAR: next-scale prediction, attention within scales, Mamba2 across them",
+    config=MVARConfig, model=MVAR, sizes=_SIZES, tokenizer="msvq", fit=KINDS["msvq"].fit, sampler=NEXT_SCALE,
+    fast=MVARFastCall, edits=frozenset({"inpaint", "outpaint"}), sampling_options=frozenset({"more_smooth"}),
+    official_sampling=dict(top_k=900, top_p=0.96),
+    train_inputs=next_scale_inputs, needs_quantizer=True,
+    convert=lambda weights, official_config=None, **kw: convert_next_scale("mvar", weights, official_config, **kw),
+    convert_options=("vae",), convert_help="d16.pth ... with --vae vae_ch160v4096z32.pth (config inferred from the "
+    "tensors)", parity=("mvar",))
+
+__all__ = ["MVAR", "MVARConfig", "MVARFastCall", "block_decode_step", "scale_bounds", "FAMILY"]

@@ -21,8 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..family import Family, Size
 from ..layers.attention import KVCache, VARAttention
 from ..layers.embed import check_labels
+from ..sample.scales import NEXT_SCALE
+from ..tokenizers import KINDS
 
 
 @dataclass
@@ -150,7 +153,6 @@ class VARBlock(nn.Module):
 
 class NextScaleBase(nn.Module):
     """Embeddings, conditioning and head shared by VAR and M-VAR (official key names)."""
-    needs_quantizer = True   # training input = the VAE's teacher-forcing maps of the ground-truth ids
 
     def __init__(self, cfg: VARConfig, block_mask: str):
         super().__init__()
@@ -270,3 +272,45 @@ class VAR(NextScaleBase):
         for blk, kv in zip(self.blocks, cache):
             x_BlC = blk(x_BlC, mod, cache=kv, start=start)
         return self.logits(x_BlC, cond)
+
+
+# ---------------------------------------------------------------- the family record (and what M-VAR shares)
+def next_scale_inputs(model, tokens, labels, quantizer, rng=None):
+    """Teacher forcing: the tokenizer's quantizer turns the ground-truth ids of every scale into the
+    next scales' input maps (B, L - first, Cvae)."""
+    with torch.no_grad():
+        x_BLCv = quantizer.idx_to_var_input(list(tokens.split([p * p for p in quantizer.patch_nums], dim=1)))
+    return tokens, labels, x_BLCv
+
+
+def convert_next_scale(family: str, weights, official_config=None, tokenizer=None, vocab_size=None, Cvae=None):
+    """Official VAR / M-VAR weights + the VQVAE they were trained with (its vocabulary and code width
+    shape the model) -> (model, VQVAE)."""
+    from ..convert.var import load_official_var
+    if tokenizer is None and vocab_size is None:
+        raise ValueError(f"{family} needs its VQVAE: pass --vae vae_ch160v4096z32.pth (the VQVAE it was trained with)")
+    if tokenizer is not None:
+        vocab_size, Cvae = tokenizer.codebook_size, tokenizer.config.z_channels
+    return load_official_var(family, weights, official_config, vocab_size=vocab_size, Cvae=Cvae or 32), tokenizer
+
+
+def depth_size(d: int) -> dict:
+    """The official builders tie width = 64 * depth, heads = depth, drop-path 0.1 * depth / 24."""
+    return dict(depth=d, embed_dim=64 * d, num_heads=d, drop_path_rate=0.1 * d / 24)
+
+
+_VAR_SIZES = {f"var-d{d}": Size(depth_size(d), f"VAR-d{d} (256 px)", n)
+              for d, n in ((16, 310_283_520), (20, 600_917_136), (24, 1_033_399_360), (30, 2_010_020_356))}
+_VAR_SIZES["var-d36"] = Size({**depth_size(36), "shared_aln": True, "patch_nums": (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)},
+                             "VAR-d36 (512 px, shared adaLN)", 2_353_893_904)
+_VAR_SIZES["var-tiny"] = Size(dict(depth=2, embed_dim=32, num_heads=2, vocab_size=256, Cvae=8, num_classes=10,
+                                   patch_nums=(1, 2, 3, 4)), "tests: 2 blocks, 32 wide")
+
+FAMILY = Family(
+    name="var", description="VAR: next-scale prediction, the block-causal transformer baseline", config=VARConfig,
+    model=VAR, sizes=_VAR_SIZES, tokenizer="msvq", fit=KINDS["msvq"].fit, sampler=NEXT_SCALE, fast=None,
+    edits=frozenset({"inpaint", "outpaint"}), sampling_options=frozenset({"more_smooth"}),
+    official_sampling=dict(top_k=900, top_p=0.96),
+    train_inputs=next_scale_inputs, needs_quantizer=True,
+    convert=lambda weights, official_config=None, **kw: convert_next_scale("var", weights, official_config, **kw),
+    convert_options=("vae",), convert_help="var_d16.pth ... with --vae vae_ch160v4096z32.pth", parity=("var",))

@@ -1,15 +1,18 @@
-"""Capture a whole sampling call as one CUDA graph.
+"""CUDA graphs for sampling: one capture helper, and the whole-call sampler built on it.
 
-Next-scale (VAR, M-VAR) and random-order (ARPG) decoding run a fixed sequence of fixed-shape
-steps for a given batch size and schedule, with no host synchronisation: the whole call can be
-recorded once and replayed per batch, which removes every per-kernel launch from the hot path.
-Random draws use the default CUDA generator, whose state graphs advance on each replay (seed it
-with `torch.cuda.manual_seed`; `GraphedCallSampler.generate` does so from the caller's generator).
+`CapturedGraph(fn)` warms `fn` up on a side stream (compilation, cuBLAS handles), records it once
+and replays it; `fn` reads and writes only tensors that outlive it (static buffers), so a replay
+is the whole recorded computation with no Python in between. The raster step sampler
+(`sample.fast`) captures its start and its token step with it; `GraphedCallSampler` captures a
+whole sampling call: next-scale (VAR, M-VAR) and random-order (ARPG) decoding run a fixed sequence
+of fixed-shape steps for a batch size and setting, with no host synchronisation.
 
-`GraphedCallSampler` adds what pays inside the graph: ARPG's block steps compiled (one compiled
-function per block kind, dynamic in the tokens and queries per step), M-VAR's blocks compiled for
-its four largest scales with the Mamba2 scan in the tensor-core formulation of `layers/ssd_fast.py`,
-and a fixed choice of SDPA backends (`decode_attention_backends`).
+What goes inside is the family's: `fast` is its record's fast-call object (compiled block steps
+and the model setting they run under, e.g. M-VAR's tensor-core scan), so this module knows no
+model family. Draws: with a `torch.Generator` the graph draws from the default CUDA generator,
+seeded from the caller's generator on each call; with `RowStreams` the per-row seeds are a static
+buffer the graph reads (the same tokens as the reference loop under the same streams, up to
+floating-point differences).
 """
 from __future__ import annotations
 
@@ -18,8 +21,27 @@ import contextlib
 import torch
 
 from ..layers.embed import check_labels
-from ..layers.mamba2 import scan_impl
-from .fast import compiled_block_step
+from .streams import RowStreams
+
+
+class CapturedGraph:
+    """g = CapturedGraph(fn); g.replay() runs what fn() ran, on the same buffers. `g.out` is fn's return
+    value at capture (graph-owned tensors, overwritten by each replay)."""
+
+    def __init__(self, fn, warmup: int = 2):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(s):
+            for _ in range(warmup):
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.out = fn()
+
+    def replay(self):
+        self.graph.replay()
+        return self.out
 
 
 class GraphedCall:
@@ -31,23 +53,14 @@ class GraphedCall:
     def __init__(self, fn, labels: torch.Tensor, warmup: int = 2, check=None):
         if not labels.is_cuda:
             raise ValueError("CUDA graphs need CUDA tensors")
-        self.fn, self.labels, self.check = fn, labels.clone(), check
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(s):
-            for _ in range(warmup):
-                fn(self.labels)
-        torch.cuda.current_stream().wait_stream(s)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
-            self.out = fn(self.labels)
+        self.labels, self.check = labels.clone(), check
+        self.captured = CapturedGraph(lambda: fn(self.labels), warmup)
 
     def __call__(self, labels: torch.Tensor):
         if self.check is not None:
             self.check(labels)      # checks that sync with the host run here, outside the graph
         self.labels.copy_(labels)
-        self.graph.replay()
-        return self.out
+        return self.captured.replay()
 
 
 def decode_attention_backends():
@@ -60,54 +73,48 @@ def decode_attention_backends():
 
 
 class GraphedCallSampler:
-    """A next-scale or random-order model's sampling call for one batch size and setting, compiled
-    where it pays and captured as one CUDA graph.
+    """A next-scale or random-order model's sampling call for one batch size, setting and kind of rng,
+    compiled where it pays and captured as one CUDA graph.
 
-    sampler = GraphedCallSampler(model, 16, cfg_scale=1.5, quantizer=vqvae.quantize)   # VAR / M-VAR
-    sampler = GraphedCallSampler(model, 16, cfg_scale=4.0, num_iter=64)                 # ARPG
-    result = sampler.generate(labels, rng)      # ScaleSample / RandomOrderSample (graph-owned tensors)
+    sampler = GraphedCallSampler(model, 16, call, fast, rows=False)
+    result = sampler.generate(labels, rng)      # the call's result (graph-owned tensors)
 
-    The sampling arguments are those of `generate_scales` (cfg_scale is the guidance scale: its
-    `cfg` is cfg_scale - 1) and `generate_random_order`; the results equal those calls' for the
-    same random stream (tested against them). compile_blocks=False compiles nothing (a setup of
-    seconds rather than tens of seconds, slower steps): eager block code (M-VAR's tensor-core scan too).
+    call(model, labels, rng, block_steps) is the family's reference call (its sampling setting bound);
+    fast is the family's fast-call object: `block_steps` (compiled, or None) and `setting()` (a context
+    the call is captured under). rows: the graph draws from per-row streams (`RowStreams`).
     """
 
-    def __init__(self, model, batch: int, *, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, quantizer=None, num_iter: int = 64, compile_blocks: bool = True,
-                 attention_backends=None):
-        from .random_order import generate_random_order
-        from .scales import generate_scales
+    def __init__(self, model, batch: int, call, fast, *, rows: bool = False, attention_backends=None):
         p = next(model.parameters())
         if not p.is_cuda:
             raise ValueError("GraphedCallSampler needs a model on a CUDA device")
-        self.model, self.batch = model, batch
+        self.model, self.batch, self.rows = model, batch, rows
         num_classes = model.config.num_classes
         labels = torch.arange(batch, device=p.device) % num_classes
-        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=None)
-        steps = compiled_block_step(model) if compile_blocks else None
-        if hasattr(model, "decode_scale"):
-            if quantizer is None:
-                raise ValueError("a next-scale model's sampler needs the tokenizer's quantizer")
-            fn = lambda lab: generate_scales(model, quantizer, lab, cfg=cfg_scale - 1, block_step=steps, **opts)
-            # M-VAR: the tensor-core scan in chunks of 64 (its in-chunk decays grow with the chunk squared;
-            # with chunk 256 Inductor failed to compile it, bench/results/h100_run7_fast_checks.json)
-            model_setting = scan_impl(model, "compiled" if compile_blocks else "fast", chunk=64)
-        elif hasattr(model, "decode_step"):
-            fn = lambda lab: generate_random_order(model, lab, num_iter=num_iter, cfg_scale=cfg_scale,
-                                                   block_steps=steps, **opts)
-            model_setting = contextlib.nullcontext()
-        else:
-            raise ValueError(f"{type(model).__name__} is a raster model: use sample.fast.GraphedRasterSampler")
+        self.streams = RowStreams(torch.zeros(batch, dtype=torch.long, device=p.device)) if rows else None
+        fn = lambda lab: call(model, lab, self.streams, fast.block_steps)
         backends = decode_attention_backends() if attention_backends is None else attention_backends
-        with model_setting, torch.nn.attention.sdpa_kernel(backends):
+        with fast.setting(), torch.nn.attention.sdpa_kernel(backends):
             self.call = GraphedCall(fn, labels, check=lambda lab: check_labels(lab, num_classes))
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, generator: torch.Generator | None = None):
+    def generate(self, labels: torch.Tensor, rng=None):
         if labels.shape[0] != self.batch:
             raise ValueError(f"this sampler was built for batch {self.batch}, got {labels.shape[0]} labels")
-        if generator is not None:   # the graph draws from the default CUDA generator: seed it from the caller's
-            seed = torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device)
+        if self.rows:
+            if not isinstance(rng, RowStreams) or len(rng) != self.batch:
+                raise ValueError("this sampler draws from per-row streams: pass a RowStreams of the batch size")
+            self.streams.seeds.copy_(rng.seeds)
+        elif rng is not None:   # the graph draws from the default CUDA generator: seed it from the caller's
+            seed = torch.randint(0, 2 ** 62, (1,), generator=rng, device=rng.device)
             torch.cuda.manual_seed(int(seed))
         return self.call(labels)
+
+
+class NoFastSetting:
+    """A fast-call object with nothing compiled and no setting (the eager call as one graph)."""
+    block_steps = None
+
+    @staticmethod
+    def setting():
+        return contextlib.nullcontext()

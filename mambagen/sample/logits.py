@@ -1,10 +1,14 @@
 """Logit processing shared by every sampler: CFG, temperature, top-k, top-p, draws.
 
 Pure functions, one copy each. Shapes are (B, V) or (B, L, V); the last dim is the vocabulary.
+Draws come from the caller's `rng`: a `torch.Generator` (one stream for the batch, multinomial:
+the reference loops' stream) or a `RowStreams` (one stream per row, Gumbel-max; `sample.streams`).
 """
 from __future__ import annotations
 
 import torch
+
+from .streams import RowStreams
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
@@ -33,24 +37,37 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one token per row. temperature 0 (or top_k 1) is greedy. logits (..., V) -> (...)."""
+                  rng: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row with a torch.Generator. temperature 0 (or top_k 1) is greedy. (..., V) -> (...)."""
     if temperature == 0 or top_k == 1:
         return logits.argmax(-1)
     logits = top_k_top_p_filter(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])
-    draws = torch.multinomial(flat, 1, generator=generator)
+    draws = torch.multinomial(flat, 1, generator=rng)
     return draws.view(probs.shape[:-1])
 
 
-def check_sampling_args(cfg_scale: float, temperature: float, top_k: int, top_p: float) -> None:
-    """Clear errors for settings that would silently misbehave."""
-    if not cfg_scale >= 0:
-        raise ValueError(f"cfg scale must be >= 0 (1 = no guidance), got {cfg_scale}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top-k must be >= 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1] (1 = off), got {top_p}")
+def gumbel_max(logits: torch.Tensor, uniform: torch.Tensor, temperature: float, top_k: int, top_p: float):
+    """argmax(filtered(logits) / T + g), g = -log(-log(u)) with u ~ U(0, 1) given: the same distribution as
+    `sample_logits`, from noise the caller drew (inside a CUDA graph, or per row)."""
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(-1)
+    logits = top_k_top_p_filter(logits.float() / temperature, top_k, top_p)
+    return (logits - torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))).argmax(-1)
+
+
+def draw_tokens(logits: torch.Tensor, sampling, rng, draw) -> torch.Tensor:
+    """Tokens (B, ...) from guided logits (B, ..., V) under `sampling` (a SamplingConfig).
+    `draw` numbers this draw within the call (RowStreams: the counter of each row's stream)."""
+    if isinstance(rng, RowStreams) and not sampling.greedy:
+        return gumbel_max(logits, rng.uniform(draw, tuple(logits.shape[1:])), sampling.temperature,
+                          sampling.top_k, sampling.top_p)
+    return sample_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p, rng)
+
+
+def uniforms(rng, draw, shape: tuple[int, ...], device) -> torch.Tensor:
+    """Uniforms (B, *shape[1:]) in (0, 1) from either kind of rng (orders, VAR's soft codes)."""
+    if isinstance(rng, RowStreams):
+        return rng.uniform(draw, tuple(shape[1:]))
+    return torch.rand(shape, generator=rng, device=device)

@@ -1,10 +1,15 @@
-"""Class labels -> images: a generator's sampler followed by the tokenizer's decoder.
+"""Class labels -> images: the family's sampler followed by the tokenizer's decoder.
 
-On CUDA the sampler is the family's fast path (`sample.fast.GraphedRasterSampler` for AiM and
-GPT, `sample.graphs.GraphedCallSampler` for VAR, M-VAR and ARPG), built once per model, batch size
-and sampling setting and kept for later calls; elsewhere, or with fast=False, the reference loops.
-Compiling the block steps as well (compile=True) costs tens of seconds once and pays over many
-batches (docs/speed.md).
+Every command samples here (`sample`, `sample-many`, `edit`, training's grids, `bench`): the model's
+family record names its sampler - the reference loop, and on CUDA its fast path (graphed steps or a
+graphed call with the family's compiled or fused steps) - so the commands cannot drift apart.
+
+    sampler = Sampler(model, tokenizer, SamplingConfig(cfg_scale=4.0))
+    images, tokens = sampler.sample(labels, rng)        # rng: a torch.Generator or a RowStreams
+
+A fast sampler is built once per model, batch size, setting and kind of rng and kept for later calls
+(`fast_sampler`). Compiling the block steps as well (compile=True) costs tens of seconds once and pays
+over many batches (docs/speed.md).
 """
 from __future__ import annotations
 
@@ -12,87 +17,88 @@ import weakref
 
 import torch
 
-from .random_order import generate_random_order
-from .raster import generate_raster
-from .scales import generate_scales
+from ..models.registry import family_of
+from ..tokenizers import kind_of
+from .config import SamplingConfig
+from .streams import RowStreams
 
 
-def check_pair(generator, tokenizer) -> None:
-    """The generator must model the tokenizer's ids."""
-    V = generator.config.vocab_size
-    if tokenizer.codebook_size != V:
-        raise ValueError(f"tokenizer has {tokenizer.codebook_size} codes but the generator models {V}: "
-                         "they were not trained together")
-    multiscale = hasattr(tokenizer, "patch_nums")
-    if multiscale != hasattr(generator, "decode_scale"):
-        raise ValueError(f"a {'multi-scale' if multiscale else 'single-scale'} tokenizer does not fit a "
-                         f"{type(generator).__name__} generator")
-    if multiscale and tuple(tokenizer.patch_nums) != tuple(generator.config.patch_nums):
-        raise ValueError(f"tokenizer scales {tuple(tokenizer.patch_nums)} != generator scales "
-                         f"{tuple(generator.config.patch_nums)}")
+def check_pair(model, tokenizer) -> None:
+    """The generator must model the tokenizer's ids: its family's tokenizer kind, the tokenizer's
+    vocabulary (and scales and code width, for multi-scale tokenizers)."""
+    family, kind = family_of(model), kind_of(tokenizer)
+    if kind.name != family.tokenizer:
+        raise ValueError(f"a {kind.name} tokenizer does not fit a {family.name} generator (it models "
+                         f"{family.tokenizer} ids)")
+    fit = {k: v for k, v in family.fit(tokenizer).items() if k != "num_tokens"}   # a VQ map takes any grid
+    if fit["vocab_size"] != model.config.vocab_size:
+        raise ValueError(f"tokenizer has {fit['vocab_size']} codes but the generator models "
+                         f"{model.config.vocab_size}: they were not trained together")
+    bad = {k: (v, getattr(model.config, k)) for k, v in fit.items() if tuple(_seq(v)) != tuple(_seq(getattr(model.config, k)))}
+    if bad:
+        raise ValueError("the tokenizer does not fit the generator (tokenizer, generator): "
+                         + ", ".join(f"{k} {a} != {b}" for k, (a, b) in bad.items()))
 
 
-_FAST_SAMPLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {setting: sampler}
+def _seq(v):
+    return v if isinstance(v, (tuple, list)) else (v,)
 
 
-def fast_sampler(generator, tokenizer, batch: int, *, cfg_scale: float, temperature: float, top_k: int,
-                 top_p: float, num_iter: int, compile: bool = False):
-    """The family's graphed sampler for this setting (block steps compiled too with `compile` where
-    Triton is importable), built on first use."""
+_FAST_SAMPLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {key: sampler}
+
+
+def fast_sampler(model, tokenizer, batch: int, sampling: SamplingConfig, *, rows: bool = False,
+                 compile: bool = False, graph: bool = True):
+    """The family's fast sampler for this batch size, setting and kind of rng (rows: per-row streams),
+    block steps compiled too with `compile` where Triton is importable; built on first use, then kept."""
     from ..layers.kernels import triton_available
-    from .fast import GraphedRasterSampler
-    from .graphs import GraphedCallSampler
-    opts = dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+    family = family_of(model)
     compile_blocks = compile and triton_available()      # torch.compile's GPU code is Triton
-    key = (batch, id(tokenizer), num_iter, compile_blocks, tuple(sorted(opts.items())))
-    samplers = _FAST_SAMPLERS.setdefault(generator, {})
+    key = (batch, id(tokenizer), sampling, rows, compile_blocks, graph)
+    samplers = _FAST_SAMPLERS.setdefault(model, {})
     if key not in samplers:
-        if hasattr(generator, "decode_scale"):
-            samplers[key] = GraphedCallSampler(generator, batch, quantizer=tokenizer.quantize,
-                                               compile_blocks=compile_blocks, **opts)
-        elif hasattr(generator, "decode_step"):
-            samplers[key] = GraphedCallSampler(generator, batch, num_iter=num_iter, compile_blocks=compile_blocks,
-                                               **opts)
-        else:
-            samplers[key] = GraphedRasterSampler(generator, batch, compile_blocks=compile_blocks, **opts)
+        samplers[key] = family.sampler.fast(model, tokenizer, batch, sampling, family.fast, rows=rows,
+                                            compile=compile_blocks, graph=graph)
     return samplers[key]
 
 
-@torch.no_grad()
-def sample_images(generator, tokenizer, labels: torch.Tensor, *, cfg_scale: float = 1.0, temperature: float = 1.0,
-                  top_k: int = 0, top_p: float = 1.0, rng: torch.Generator | None = None,
-                  progress: bool = False, num_iter: int = 64, fast: bool | None = None,
-                  compile: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns images (B, 3, H, W) in [-1, 1] and their tokens (B, N).
+class Sampler:
+    """A model, its tokenizer and one sampling setting, sampled through the family's sampler.
 
-    `cfg_scale` is the guidance scale (1 = off). ARPG decodes in `num_iter` parallel steps with the
-    official linear CFG ramp. Next-scale models (VAR, M-VAR) reach it at the
-    last scale, ramping up from 1 at the first, as the official samplers do (their `cfg` = cfg_scale - 1).
-    fast: the GPU fast path (None: on CUDA); its random stream differs from the reference loop's
-    (noise drawn per step in a graph), its distribution does not. compile: compile its block steps too.
+    fast: the family's fast path (None: on CUDA); its random stream under a torch.Generator differs
+    from the reference loop's (noise drawn per step in a graph), its distribution does not; under
+    RowStreams both draw the same numbers. compile: compile its block steps too.
     """
-    check_pair(generator, tokenizer)
-    num_iter = min(num_iter, generator.config.num_tokens) if hasattr(generator, "decode_step") else num_iter
-    if fast is None:
-        fast = next(generator.parameters()).is_cuda
-    if fast:
-        sampler = fast_sampler(generator, tokenizer, labels.shape[0], cfg_scale=cfg_scale, temperature=temperature,
-                               top_k=top_k, top_p=top_p, num_iter=num_iter, compile=compile)
-        res = sampler.generate(labels, rng)
-        if hasattr(generator, "decode_scale"):
-            return tokenizer.fhat_to_img(res.f_hat).clamp(-1, 1), torch.cat(res.indices, dim=1)
-        tokens = res if torch.is_tensor(res) else res.tokens.clone()
-        return tokenizer.decode(tokens, grid=generator.config.grid).clamp(-1, 1), tokens
-    if hasattr(generator, "decode_scale"):
-        res = generate_scales(generator, tokenizer.quantize, labels, cfg=cfg_scale - 1, temperature=temperature,
-                              top_k=top_k, top_p=top_p, generator=rng)
-        return tokenizer.fhat_to_img(res.f_hat).clamp(-1, 1), torch.cat(res.indices, dim=1)
-    if hasattr(generator, "decode_step"):   # ARPG: random order, many tokens per step
-        res = generate_random_order(generator, labels, num_iter=num_iter,
-                                    cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    generator=rng)
-    else:
-        res = generate_raster(generator, labels, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k,
-                              top_p=top_p, generator=rng, progress=progress)
-    images = tokenizer.decode(res.tokens, grid=generator.config.grid).clamp(-1, 1)
-    return images, res.tokens
+
+    def __init__(self, model, tokenizer, sampling: SamplingConfig, *, fast: bool | None = None,
+                 compile: bool = False, graph: bool = True):
+        self.family = family_of(model)
+        self.family.check_sampling(sampling)
+        check_pair(model, tokenizer)
+        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
+        self.fast = next(model.parameters()).is_cuda if fast is None else fast
+        self.compile, self.graph = compile, graph
+
+    @torch.no_grad()
+    def result(self, labels: torch.Tensor, rng=None, progress: bool = False):
+        """The family sampler's own result (tokens, or next-scale's indices and features)."""
+        if self.fast:
+            sampler = fast_sampler(self.model, self.tokenizer, labels.shape[0], self.sampling,
+                                   rows=isinstance(rng, RowStreams), compile=self.compile, graph=self.graph)
+            return sampler.generate(labels, rng)
+        return self.family.sampler.reference(self.model, self.tokenizer, labels, self.sampling, rng, progress)
+
+    def tokens(self, labels: torch.Tensor, rng=None) -> torch.Tensor:
+        """(B, N) token ids (every scale in order for next-scale models)."""
+        return self.family.sampler.tokens(self.result(labels, rng))
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, rng=None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B, 3, H, W) in [-1, 1], tokens (B, N))."""
+        return self.family.sampler.images(self.model, self.tokenizer, self.result(labels, rng, progress))
+
+
+def sample_images(model, tokenizer, labels: torch.Tensor, sampling: SamplingConfig, rng=None, *,
+                  fast: bool | None = None, compile: bool = False, progress: bool = False):
+    """(images (B, 3, H, W) in [-1, 1], tokens (B, N)) for labels (B,): `Sampler(...).sample` in one call."""
+    return Sampler(model, tokenizer, sampling, fast=fast, compile=compile).sample(labels, rng, progress)

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from ..layers.embed import check_labels
-from .logits import cfg_combine, check_sampling_args, sample_logits
+from .config import SamplingConfig
+from .logits import cfg_combine, draw_tokens, uniforms
+from .streams import RowStreams
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -90,15 +92,14 @@ def cfg_schedule(counts: list[int], scale: float, mode: str = "linear") -> list[
     return out
 
 
-_cfg_schedule = cfg_schedule  # generate_random_order's argument of the same name shadows it
-
-
 # ---------------------------------------------------------------------------- orders
-def random_order(num_tokens: int, batch: int = 1, generator: torch.Generator | None = None,
-                 device=None) -> torch.Tensor:
+ORDER_DRAW = -1   # the draw number of the order in each row's stream (steps are draws 0, 1, ...)
+
+
+def random_order(num_tokens: int, batch: int = 1, rng=None, device=None) -> torch.Tensor:
     """(batch, N) random permutations of the grid positions (batch 1: one order for everyone)."""
-    device = device if device is not None else (generator.device if generator is not None else None)
-    return torch.rand(batch, num_tokens, generator=generator, device=device).argsort(dim=1)
+    device = device if device is not None else getattr(rng, "device", None)
+    return uniforms(rng, ORDER_DRAW, (batch, num_tokens), device).argsort(dim=1)
 
 
 def known_first(order: torch.Tensor, known_mask: torch.Tensor) -> torch.Tensor:
@@ -119,16 +120,16 @@ class RandomOrderSample:
 
 
 @torch.no_grad()
-def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, schedule: str = "arccos",
-                          cfg_scale: float = 4.0, cfg_schedule: str = "linear", temperature: float = 1.0,
-                          top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+def generate_random_order(model, labels: torch.Tensor, sampling: SamplingConfig, rng=None, *,
                           order: torch.Tensor | None = None, per_sample_order: bool = False,
                           known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
                           cache=None, return_logits: bool = False, block_steps=None) -> RandomOrderSample:
-    """Sample token grids for `labels` (B,).
+    """Sample token grids for `labels` (B,) in `sampling.steps` parallel steps (`sampling.schedule`,
+    guidance by `sampling.cfg_schedule`); step k is draw k of `rng`.
 
     order: (N,) or (B, N) grid positions in generation order; default one random order for the
-        whole batch (official), or one per sample with `per_sample_order`, drawn from `generator`.
+        whole batch (official), or one per sample with `per_sample_order` or per-row streams
+        (`RowStreams`: a row's order is its own stream's), drawn from `rng`.
     known / known_mask: (B, N) token ids and a bool mask of the ids to keep (inpainting; for
         outpainting the canvas is larger than the known image and the mask is False outside it).
         Every sample must know the same number K < N of tokens. The known tokens go first in the
@@ -136,22 +137,24 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         N - K others are decoded by the schedule (which, with its linear CFG, runs over those).
     Resolution expansion needs nothing here: build the model with a larger `num_tokens`.
     cache: a preallocated `model.allocate_cache(2B or B)` to reuse (it is overwritten).
-    block_steps: the model's block steps to use instead of its own (compiled ones: `sample.fast`).
+    block_steps: the model's block steps to use instead of its own (compiled ones, `models.arpg`).
     """
-    check_sampling_args(cfg_scale, temperature, top_k, top_p)
     mcfg = model.config
     check_labels(labels, mcfg.num_classes)
     B, N, device = labels.shape[0], mcfg.num_tokens, labels.device
 
-    # 1. the order: given, or drawn (one for the batch unless per_sample_order)
-    if order is None:
-        order = random_order(N, B if per_sample_order else 1, generator, device)
+    # 1. the order: given, or drawn (one for the batch unless per row)
+    drawn = order is None
+    if drawn:
+        per_row = per_sample_order or isinstance(rng, RowStreams)
+        order = random_order(N, B if per_row else 1, rng, device)
     order = order.to(device)
     if order.shape[-1] != N or order.dim() not in (1, 2):
         raise ValueError(f"order must be (N,) or (B, N) with N = {N}, got {tuple(order.shape)}")
     order = order.expand(B, N)
     capturing = order.is_cuda and torch.cuda.is_current_stream_capturing()   # no host sync in a graph
-    if not capturing and not torch.equal(order.sort(dim=1).values, torch.arange(N, device=device).expand(B, N)):
+    if not (drawn or capturing) and not torch.equal(order.sort(dim=1).values,
+                                                    torch.arange(N, device=device).expand(B, N)):
         raise ValueError("order must be a permutation of the grid positions 0 .. N-1")
 
     # 2. known tokens first
@@ -170,8 +173,8 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         order = known_first(order, known_mask.to(device))
 
     # 3. schedules over the tokens to generate
-    counts = tokens_per_step(N - K, num_iter, schedule)
-    scales = _cfg_schedule(counts, cfg_scale, cfg_schedule)
+    counts = tokens_per_step(N - K, sampling.steps, sampling.schedule)
+    scales = cfg_schedule(counts, sampling.cfg_scale, sampling.cfg_schedule)
     guided = any(s != 1.0 for s in scales)
 
     def both(t: torch.Tensor) -> torch.Tensor:                   # the CFG batch [cond; null]
@@ -184,7 +187,7 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
     tokens = known.clone().to(device) if K else torch.zeros(B, N, dtype=torch.long, device=device)
     step_logits = None
     done, slot, fed = K, 0, None                                  # fed: (tokens, positions) of the last step
-    for k, scale in zip(counts, scales):
+    for step, (k, scale) in enumerate(zip(counts, scales)):
         if k == 0:                                                # the schedule can idle when num_iter > N - K
             continue
         targets = order[:, done:done + k]                         # (B, k) grid positions to predict
@@ -200,7 +203,7 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         if guided:
             cond, uncond = logits.chunk(2)
             logits = cfg_combine(cond, uncond, scale)             # (B, k, V)
-        new = sample_logits(logits, temperature, top_k, top_p, generator)   # (B, k)
+        new = draw_tokens(logits, sampling, rng, step)                # (B, k)
         tokens.scatter_(1, targets, new)
         if return_logits:
             if step_logits is None:
@@ -209,3 +212,63 @@ def generate_random_order(model, labels: torch.Tensor, *, num_iter: int = 64, sc
         fed = (new, targets)
         done += k
     return RandomOrderSample(tokens, order.clone(), counts, scales, step_logits, K)
+
+
+class RandomOrderParadigm:
+    """Random-order parallel decoding (ARPG) for its family record: the reference call, the whole call
+    as one CUDA graph with the family's compiled block steps, images, and editing any region (known
+    tokens decoded first) or a larger canvas (outpainting, resolution expansion)."""
+    name = "random-order"
+
+    @staticmethod
+    def steps(model, sampling) -> SamplingConfig:
+        """The setting with its step count capped at the tokens of an image."""
+        return sampling.replace(steps=min(sampling.steps, model.config.num_tokens))
+
+    def _call(self, sampling):
+        return lambda model, labels, rng, block_steps: generate_random_order(
+            model, labels, self.steps(model, sampling), rng, block_steps=block_steps)
+
+    def reference(self, model, tokenizer, labels, sampling, rng, progress=False) -> RandomOrderSample:
+        return generate_random_order(model, labels, self.steps(model, sampling), rng)
+
+    def fast(self, model, tokenizer, batch, sampling, fast, *, rows=False, compile=False, graph=True):
+        from .graphs import GraphedCallSampler
+        from .graphs import NoFastSetting
+        steps = NoFastSetting() if fast is None else fast(model, compile_blocks=compile)
+        return GraphedCallSampler(model, batch, self._call(sampling), steps, rows=rows)
+
+    def images(self, model, tokenizer, result: RandomOrderSample):
+        from ..tokenizers import decode_ids
+        return decode_ids(tokenizer, result.tokens, model.config.grid), self.tokens(result)
+
+    def tokens(self, result: RandomOrderSample) -> torch.Tensor:
+        return result.tokens.clone()     # a graphed call's tokens are its own buffer
+
+    def edit(self, model, tokenizer, images, region, labels, sampling, rng, fast=None, compile=False,
+             canvas_model=None):
+        """region (H, W) bool, True = regenerate: the tokens outside it are kept, decoded first. canvas_model:
+        the same weights on a larger grid, the image in its centre (outpainting onto a larger canvas)."""
+        from ..tokenizers import decode_ids
+        from .raster import kept_tokens
+        ids = tokenizer.encode(images)
+        target = model if canvas_model is None else canvas_model
+        steps = None if fast is None else fast(target, compile_blocks=compile)
+        G = target.config.grid
+        if canvas_model is not None:
+            g = images.shape[-1] // tokenizer.downsample
+            a = (G - g) // 2
+            known = torch.zeros(len(ids), G, G, dtype=torch.long, device=ids.device)
+            keep = torch.zeros(G, G, dtype=torch.bool, device=ids.device)
+            known[:, a:a + g, a:a + g] = ids.view(-1, g, g)
+            keep[a:a + g, a:a + g] = True
+            ids = known.flatten(1)
+        else:
+            keep = kept_tokens(region, model.config.grid)
+        res = generate_random_order(target, labels, self.steps(target, sampling), rng, known=ids,
+                                    known_mask=keep.flatten()[None].expand(len(ids), -1),
+                                    block_steps=None if steps is None else steps.block_steps)
+        return decode_ids(tokenizer, res.tokens, G)
+
+
+RANDOM_ORDER = RandomOrderParadigm()

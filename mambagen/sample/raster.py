@@ -3,7 +3,7 @@
 A model supports: `allocate_cache(batch)`, `prefill(labels, cache, prefix) -> logits (B, V)`,
 `step(tokens, cache, index) -> logits (B, V)`, and a config with `num_classes`, `num_tokens`.
 CFG doubles the batch as [cond; null]; the guided logits pick one token that is fed
-to both halves.
+to both halves. LlamaGen's `cfg_interval` guides only tokens 0 .. interval + 1.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .logits import cfg_combine, check_sampling_args, sample_logits
+from .config import SamplingConfig
+from .logits import cfg_combine, draw_tokens
 
 
 @dataclass
@@ -21,30 +22,31 @@ class RasterSample:
     step_logits: torch.Tensor | None      # (B, N, V) the logits each token was drawn from, if asked for
 
 
+def guided_logits(logits: torch.Tensor, sampling: SamplingConfig, t) -> torch.Tensor:
+    """The [cond; null] logits of token t -> the logits it is drawn from (cfg_interval: conditional only
+    after token interval + 1, as the official LlamaGen loop)."""
+    cond, uncond = logits.chunk(2)
+    if sampling.cfg_interval > -1 and t > sampling.cfg_interval + 1:
+        return cond
+    return cfg_combine(cond, uncond, sampling.cfg_scale)
+
+
 @torch.no_grad()
-def generate_raster(model, labels: torch.Tensor, *, cfg_scale: float = 1.0, temperature: float = 1.0,
-                    top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+def generate_raster(model, labels: torch.Tensor, sampling: SamplingConfig, rng=None, *,
                     prefix: torch.Tensor | None = None, return_logits: bool = False,
                     progress: bool = False) -> RasterSample:
     """Sample token grids for `labels` (B,). `prefix` (B, P) fixes the first P tokens
-    (outpainting downward: the model continues the given top rows)."""
-    check_sampling_args(cfg_scale, temperature, top_k, top_p)
+    (outpainting downward: the model continues the given top rows). Token i is draw i of `rng`."""
     cfg = model.config
     B, N = labels.shape[0], cfg.num_tokens
     P = 0 if prefix is None else prefix.shape[1]
     if not 0 <= P < N:
         raise ValueError(f"prefix has {P} tokens; it must be shorter than the {N} tokens of an image")
-    guided = cfg_scale != 1.0
+    guided = sampling.guided
     if guided:
         labels = torch.cat([labels, torch.full_like(labels, cfg.num_classes)])
         prefix = None if prefix is None else torch.cat([prefix, prefix])
     cache = model.allocate_cache(labels.shape[0])
-
-    def pick(logits):
-        if guided:
-            cond, uncond = logits.chunk(2)
-            logits = cfg_combine(cond, uncond, cfg_scale)
-        return sample_logits(logits, temperature, top_k, top_p, generator), logits
 
     tokens = torch.empty(B, N, dtype=torch.long, device=labels.device)
     step_logits = None
@@ -52,7 +54,8 @@ def generate_raster(model, labels: torch.Tensor, *, cfg_scale: float = 1.0, temp
         tokens[:, :P] = prefix[:B]
     logits = model.prefill(labels, cache, prefix)
     for i in tqdm(range(P, N), disable=not progress, desc="tokens", leave=False):
-        tok, used = pick(logits)
+        used = guided_logits(logits, sampling, i) if guided else logits
+        tok = draw_tokens(used, sampling, rng, i)
         tokens[:, i] = tok
         if return_logits:
             if step_logits is None:
@@ -61,3 +64,41 @@ def generate_raster(model, labels: torch.Tensor, *, cfg_scale: float = 1.0, temp
         if i + 1 < N:
             logits = model.step(torch.cat([tok, tok]) if guided else tok, cache, i)
     return RasterSample(tokens, step_logits)
+
+
+def kept_tokens(region: torch.Tensor, grid: int) -> torch.Tensor:
+    """Region to regenerate (H, W) bool -> (grid, grid) bool: the tokens whose area lies wholly outside it."""
+    return torch.nn.functional.adaptive_max_pool2d(region.float()[None, None], (grid, grid))[0, 0] == 0
+
+
+class RasterParadigm:
+    """Next-token models in raster order (AiM, GPT) for their family records: the reference loop,
+    the graphed step sampler (`sample.fast`) with the family's fast decode, images, and the edit
+    raster order allows (a bottom band, continued from the rows above it)."""
+    name = "raster"
+
+    def reference(self, model, tokenizer, labels, sampling, rng, progress=False) -> torch.Tensor:
+        return generate_raster(model, labels, sampling, rng, progress=progress).tokens
+
+    def fast(self, model, tokenizer, batch, sampling, fast, *, rows=False, compile=False, graph=True):
+        from .fast import GraphedRasterSampler
+        return GraphedRasterSampler(model, fast, batch, sampling, rows=rows, compile_blocks=compile, graph=graph)
+
+    def images(self, model, tokenizer, result):
+        """(images (B, 3, H, W) in [-1, 1], tokens (B, N)) of a sampler's result."""
+        from ..tokenizers import decode_ids
+        return decode_ids(tokenizer, result, model.config.grid), result
+
+    def tokens(self, result) -> torch.Tensor:
+        return result
+
+    def edit(self, model, tokenizer, images, region, labels, sampling, rng, fast=None, compile=False):
+        """Regenerate every token row from the first one the region (H, W) bool touches."""
+        grid = model.config.grid
+        first = int((~kept_tokens(region, grid)).any(1).nonzero()[0])
+        ids = tokenizer.encode(images)
+        res = generate_raster(model, labels, sampling, rng, prefix=ids[:, :first * grid])
+        return self.images(model, tokenizer, res.tokens)[0]
+
+
+RASTER = RasterParadigm()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .logits import cfg_combine, check_sampling_args, sample_logits
+from .config import SamplingConfig
+from .logits import cfg_combine, draw_tokens, uniforms
 
 
 @dataclass
@@ -24,11 +25,11 @@ class ScaleSample:
     logits: list[torch.Tensor] | None    # per scale (B, pn^2, V) guided logits, if asked for
 
 
-def gumbel_soft_codes(logits, ratio: float, embedding: torch.Tensor, generator=None):
+def gumbel_soft_codes(logits, ratio: float, embedding: torch.Tensor, rng=None, draw=0):
     """VAR's "more smooth" visualisation: a Gumbel-softmax mixture of code vectors instead of one code.
     logits (B, l, V), embedding (V, Cvae) -> (B, l, Cvae)."""
     tau = max(0.27 * (1 - ratio * 0.95), 0.005)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_min(1e-20)
+    u = uniforms(rng, draw, tuple(logits.shape), logits.device).clamp_min(1e-20)
     gumbels = -torch.log(-torch.log(u).clamp_min(1e-20))
     return ((logits * (1 + ratio) + gumbels) / tau).softmax(-1) @ embedding
 
@@ -41,21 +42,19 @@ def scale_masks(mask_HW: torch.Tensor, patch_nums) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def generate_scales(model, quantizer, labels: torch.Tensor, *, cfg: float = 1.5, temperature: float = 1.0,
-                    top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                    more_smooth: bool = False, known: list[torch.Tensor] | None = None,
-                    regenerate: list[torch.Tensor] | None = None, return_logits: bool = False,
-                    block_step=None) -> ScaleSample:
-    """Sample every scale for `labels` (B,).
+def generate_scales(model, quantizer, labels: torch.Tensor, sampling: SamplingConfig, rng=None, *,
+                    known: list[torch.Tensor] | None = None, regenerate: list[torch.Tensor] | None = None,
+                    return_logits: bool = False, block_step=None) -> ScaleSample:
+    """Sample every scale for `labels` (B,). Scale si is draw si of `rng` (its soft codes: draw S + si).
 
     Editing: `known` (per scale (B, pn^2) ids of a real image) are teacher-forced wherever
     `regenerate` (per scale (pn^2,) or (B, pn^2) bool) is False, at every scale.
-    block_step: M-VAR's block step to use instead of its own (a compiled one: `sample.fast`).
+    block_step: M-VAR's block step to use instead of its own (a compiled one, `models.mvar`).
     """
-    check_sampling_args(1.0 + cfg, temperature, top_k, top_p)
     mcfg = model.config
     pns, S = mcfg.patch_nums, len(mcfg.patch_nums)
     B = labels.shape[0]
+    cfg = sampling.cfg_scale - 1                                       # the official `cfg` (t at the last scale)
     guided = cfg != 0
     all_labels = torch.cat([labels, torch.full_like(labels, mcfg.num_classes)]) if guided else labels
     cond, mod = model.condition(all_labels)
@@ -70,17 +69,59 @@ def generate_scales(model, quantizer, labels: torch.Tensor, *, cfg: float = 1.5,
                   else model.decode_scale(x, cond, mod, cache, si, block_step=block_step))
         if guided:
             logits = cfg_combine(*logits.chunk(2), 1 + cfg * ratio)
-        idx = sample_logits(logits, temperature, top_k, top_p, generator)   # (B, pn^2)
+        idx = draw_tokens(logits, sampling, rng, si)                   # (B, pn^2)
         if known is not None:
             keep = ~regenerate[si].to(idx.device)
             idx = torch.where(keep, known[si].to(idx.device), idx)
         indices.append(idx)
         if return_logits:
             all_logits.append(logits)
-        h = gumbel_soft_codes(logits, ratio, emb, generator) if more_smooth and known is None else emb[idx]
+        smooth = sampling.more_smooth and known is None
+        h = gumbel_soft_codes(logits, ratio, emb, rng, S + si) if smooth else emb[idx]
         h_BChw = h.transpose(1, 2).reshape(B, -1, pn, pn)
         f_hat, next_map = quantizer.next_ar_input(si, f_hat, h_BChw)
         if si + 1 < S:
             x = model.next_input(next_map, si + 1)
             x = torch.cat([x, x]) if guided else x
     return ScaleSample(indices, f_hat, all_logits if return_logits else None)
+
+
+class NextScaleParadigm:
+    """Next-scale models (VAR, M-VAR) for their family records: the reference call, the whole call as
+    one CUDA graph with the family's compiled steps, images, and editing any region (known tokens
+    teacher-forced at every scale)."""
+    name = "next-scale"
+
+    @staticmethod
+    def _call(quantizer, sampling):
+        return lambda model, labels, rng, block_step: generate_scales(model, quantizer, labels, sampling, rng,
+                                                                      block_step=block_step)
+
+    def reference(self, model, tokenizer, labels, sampling, rng, progress=False) -> ScaleSample:
+        return generate_scales(model, tokenizer.quantize, labels, sampling, rng)
+
+    def fast(self, model, tokenizer, batch, sampling, fast, *, rows=False, compile=False, graph=True):
+        from .graphs import GraphedCallSampler
+        from .graphs import NoFastSetting
+        steps = NoFastSetting() if fast is None else fast(model, compile_blocks=compile)
+        return GraphedCallSampler(model, batch, self._call(tokenizer.quantize, sampling), steps, rows=rows)
+
+    def images(self, model, tokenizer, result: ScaleSample):
+        return tokenizer.fhat_to_img(result.f_hat).clamp(-1, 1), self.tokens(result)
+
+    def tokens(self, result: ScaleSample) -> torch.Tensor:
+        return torch.cat(result.indices, dim=1)
+
+    def edit(self, model, tokenizer, images, region, labels, sampling, rng, fast=None, compile=False):
+        """region (H, W) bool, True = regenerate."""
+        from .graphs import NoFastSetting
+        known = tokenizer.encode(images)
+        regen = scale_masks(region, model.config.patch_nums)
+        steps = NoFastSetting() if fast is None else fast(model, compile_blocks=compile)
+        with steps.setting():
+            res = generate_scales(model, tokenizer.quantize, labels, sampling, rng, known=known, regenerate=regen,
+                                  block_step=steps.block_steps)
+        return self.images(model, tokenizer, res)[0]
+
+
+NEXT_SCALE = NextScaleParadigm()

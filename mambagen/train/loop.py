@@ -7,13 +7,11 @@ Any family plugs in: a model is called as `logits, loss = model(tokens, labels)`
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -21,10 +19,10 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, load_tokenizer, save_model
 from ..data.tokens import TokenDataset
-from ..io import CheckpointError, atomic_path, load_safetensors, load_torch_file, write_json
+from ..io import atomic_path, load_safetensors, load_torch_file, write_json
 from ..layers.embed import drop_labels
 from ..layers.mamba2 import set_scan_chunk
-from ..models.registry import FAMILIES, create_model, get_spec
+from ..models.registry import create_model, family_of, family_of_size
 from .memory import checkpoint_blocks
 from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
                    unwrap, wrap_model)
@@ -105,8 +103,7 @@ def _checkpoints(out: Path) -> list[Path]:
 def _make_model(cfg: TrainConfig, data: TokenDataset):
     if Path(cfg.model).is_dir():
         return load_model(cfg.model).train()
-    spec = get_spec(cfg.model)  # clear error for an unknown name
-    names = {f.name for f in fields(FAMILIES[spec.family][0])}
+    names = {f.name for f in fields(family_of_size(cfg.model).config)}   # clear error for an unknown name
     tok = data.meta.get("tokenizer_config", {})
     shape = dict(vocab_size=data.vocab_size, num_classes=data.num_classes, num_tokens=data.num_tokens,
                  patch_nums=tuple(tok.get("patch_nums", ())), Cvae=tok.get("z_channels"))
@@ -114,22 +111,23 @@ def _make_model(cfg: TrainConfig, data: TokenDataset):
     return create_model(cfg.model, **{**shape, **cfg.model_overrides})
 
 
-def _forward(model, tokens, labels, quantizer, generator=None):
-    """logits, loss = model(...); next-scale models also get the VAE's teacher-forcing input, random-order
-    models (ARPG) a fresh order per sample drawn from `generator`."""
-    if quantizer is not None:
-        with torch.no_grad():
-            x_BLCv = quantizer.idx_to_var_input(quantizer_split(quantizer, tokens))
-        return model(tokens, labels, x_BLCv)
+def _forward(model, tokens, labels, quantizer, rng=None):
+    """logits, loss = model(...) on the inputs its family's record builds (next-scale models: the VAE's
+    teacher-forcing maps; ARPG: a fresh order per sample drawn from `rng`)."""
     raw = unwrap(model)
-    if hasattr(raw, "draw_orders"):
-        return model(tokens, labels, raw.draw_orders(tokens.shape[0], generator=generator).to(tokens.device))
-    return model(tokens, labels)
+    return model(*family_of(raw).train_inputs(raw, tokens, labels, quantizer, rng))
 
 
-def quantizer_split(quantizer, tokens_BL):
-    """(B, L) ids of all scales -> [(B, pn^2)] per scale."""
-    return list(tokens_BL.split([p * p for p in quantizer.patch_nums], dim=1))
+def training_quantizer(family, tokenizer):
+    """The tokenizer's quantizer where the family's training inputs need it (VAR / M-VAR train on the
+    VAE's teacher-forcing maps), else None."""
+    if not family.needs_quantizer:
+        return None
+    from ..tokenizers import kind_of
+    if tokenizer is None or kind_of(tokenizer).name != family.tokenizer:
+        raise ValueError(f"{family.name} training needs --tokenizer: the {family.tokenizer} tokenizer the tokens came "
+                         "from (its quantizer builds the teacher-forcing input)")
+    return tokenizer.quantize.requires_grad_(False)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -158,15 +156,17 @@ def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocas
 
 @torch.no_grad()
 def sample_grid(model, tokenizer, num_classes: int, path: Path, cfg_scale: float, seed: int) -> None:
+    """A grid of 4 samples per class (16 classes at most) through the family's sampler (its fast path on
+    CUDA: the graphs are built at the first grid and kept; the weights they read are updated in place)."""
     from ..images import make_grid, save_image, to_uint8
+    from ..sample.config import SamplingConfig
     from ..sample.pipeline import sample_images
     was_training = model.training
     model.eval()
     per = 4
     labels = torch.arange(num_classes, device=next(model.parameters()).device).repeat_interleave(per)[: 16 * per]
     rng = torch.Generator(device=labels.device).manual_seed(seed)
-    # the reference loop: a graphed sampler would keep its graphs and memory for the rest of training
-    images, _ = sample_images(model, tokenizer, labels, cfg_scale=cfg_scale, top_k=0, rng=rng, fast=False)
+    images, _ = sample_images(model, tokenizer, labels, SamplingConfig(cfg_scale=cfg_scale, seed=seed), rng)
     save_image(make_grid(to_uint8(images), nrow=per, scale=2), path)
     model.train(was_training)
 
@@ -211,12 +211,7 @@ def _train(cfg: TrainConfig, info) -> Path:
     opt = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay)
     ema = {k: _full(v).detach().float().clone() for k, v in unwrap(model).state_dict().items()} if cfg.ema else None
     tokenizer = load_tokenizer(cfg.tokenizer, info.device) if cfg.tokenizer else None
-    quantizer = None
-    if getattr(raw, "needs_quantizer", False):   # VAR / M-VAR train on the VAE's teacher-forcing maps
-        if tokenizer is None or not hasattr(tokenizer, "quantize") or not hasattr(tokenizer, "patch_nums"):
-            raise ValueError(f"{type(raw).__name__} training needs --tokenizer: the multi-scale VQVAE the tokens "
-                             "came from (its quantizer builds the teacher-forcing input)")
-        quantizer = tokenizer.quantize.requires_grad_(False)
+    quantizer = training_quantizer(family_of(raw), tokenizer)
 
     # 2. resume
     step, best_bits = 0, math.inf
@@ -334,59 +329,3 @@ def _train(cfg: TrainConfig, info) -> Path:
         logger.close()
     barrier(info)
     return final
-
-
-# ----------------------------------------------------------------------------------------- CLI
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train", help="train a generator on token shards (single process or torchrun)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Stage 2: train a generator on token shards made by `mambagen tokenize`. Multi-GPU: "
-                    "torchrun --nproc-per-node 8 -m mambagen train ... (DDP; --strategy fsdp for large sizes).")
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    p.add_argument("--data", required=True, help="token dataset directory (train split)")
-    p.add_argument("--out", required=True, help="run directory (logs, checkpoints, samples, final/)")
-    p.add_argument("--model", default=defaults["model"], help="registered model name or checkpoint directory")
-    p.add_argument("--model-overrides", default="{}", help="JSON dict of config overrides, e.g. '{\"n_layer\": 8}'")
-    p.add_argument("--val-data", default=None, help="token dataset for held-out bits/token")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory (sample grids; shipped with final/)")
-    helps = {
-        "steps": "optimizer steps in total", "batch_size": "global batch per step (all ranks x grad-accum)",
-        "grad_accum": "micro-batches per step on each rank", "warmup": "linear warm-up steps",
-        "ckpt_every": "write a training checkpoint every N steps (and at the end)",
-        "keep_last": "training checkpoints kept", "log_every": "log train metrics every N steps",
-        "eval_every": "held-out bits/token and a sample grid every N steps", "seed": "seed of init, data order, drops",
-        "lr": "peak learning rate per 256 images (scaled linearly with --batch-size)",
-        "min_lr_ratio": "cosine decay ends at lr x this", "weight_decay": "AdamW weight decay (matrices only)",
-        "grad_clip": "gradient-norm clip", "ema": "EMA decay of the weights (0 = off; e.g. 0.9999)",
-        "sample_cfg": "CFG scale of the periodic sample grids",
-    }
-    for name, kind in [(n, int) for n in ("steps", "batch_size", "grad_accum", "warmup", "ckpt_every", "keep_last",
-                                          "log_every", "eval_every", "seed")] + \
-                      [(n, float) for n in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema", "sample_cfg")]:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name], help=helps[name])
-    p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (None: the model's)")
-    p.add_argument("--scan-chunk", type=int, default=64, help="Mamba2 scan chunk while training (memory only)")
-    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every block")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (on a GPU: faster steps after "
-                   "a minute of compiling)")
-    p.add_argument("--keep-best", action="store_true",
-                   help="keep OUT/best: the model (and EMA) at the lowest held-out bits/token (early stopping)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="how several processes share the model")
-    p.add_argument("--device", default=None, help="cpu or cuda (None: cuda if available)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.set_defaults(fn=_cmd_train)
-
-
-def _cmd_train(args) -> None:
-    try:
-        overrides = json.loads(args.model_overrides)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--model-overrides is not valid JSON: {e}") from None
-    names = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    final = train(TrainConfig(**{**values, "model_overrides": overrides}))
-    print(f"final model: {final}")

@@ -25,7 +25,6 @@ multi-GPU part. On CUDA the forward passes run under bfloat16 autocast; on CPU i
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -33,7 +32,6 @@ import math
 import random
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -663,100 +661,3 @@ def _train_loop(trainer: TokenizerTrainer, logger: RunLogger, tqdm) -> None:
                 log.info(f"checkpoint {trainer.save_checkpoint()}")
     finally:
         bar.close()
-
-
-# ============================================================================ CLI
-def _cmd(args) -> None:
-    fields = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
-    cfg = TokenizerTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    _console_logging()
-    try:
-        path = train_tokenizer(cfg)
-    except TrainingDivergedError as e:
-        raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"interrupted; continue with --resume (last checkpoint: {latest_checkpoint(cfg.out)})") \
-            from None
-    print(f"wrote {path} (curves: {Path(cfg.out) / 'curves.png'})")
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines through tqdm.write so they do not break the progress bar."""
-
-    def emit(self, record):
-        from tqdm.auto import tqdm
-        tqdm.write(self.format(record), file=sys.stderr)
-
-
-def _console_logging() -> None:
-    pkg = logging.getLogger("mambagen")
-    if not any(isinstance(h, _TqdmHandler) for h in pkg.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        pkg.addHandler(handler)
-    pkg.setLevel(logging.INFO)
-
-
-def add_cli(subparsers) -> None:
-    d = {f.name: f.default for f in dataclasses.fields(TokenizerTrainConfig)}
-    p = subparsers.add_parser(
-        "train-tokenizer", help="train a VQ image tokenizer (stage 1)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train a VQ tokenizer on a class-per-folder image tree (root/<class>/<image>). Writes "
-        "log.csv, TensorBoard events (tb/), curves.png, recon_<step>.png grids, checkpoints/step_<N>/ and the "
-        "final loadable tokenizer/ to --out. Single process (one GPU or CPU).",
-        epilog="example: mambagen train-tokenizer --data ROOT/train --val-data ROOT/val --out runs/vq "
-        "--tokenizer vq-f8-small --image-size 64 --batch-size 64 --steps 20000")
-    g = p.add_argument_group("data and run")
-    g.add_argument("--data", required=True, default=argparse.SUPPRESS, help="training images: ROOT/<class>/<image>")
-    g.add_argument("--val-data", default=d["val_data"], help="validation images (same layout); "
-                   "None: evaluate on a subset of the training images")
-    g.add_argument("--out", required=True, default=argparse.SUPPRESS, help="run directory")
-    g.add_argument("--tokenizer", default=d["tokenizer"], choices=TOKENIZER_NAMES, help="tokenizer config")
-    g.add_argument("--image-size", type=int, default=d["image_size"], help="training resolution (square)")
-    g.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=d["random_flip"],
-                   help="random horizontal flips of training images")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    g.add_argument("--seed", type=int, default=d["seed"], help="seed of weights, data order and flips")
-    g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader worker processes")
-    g.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:1 ... (None: cuda if available)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d["progress"],
-                   help="tqdm progress bar")
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step")
-    g.add_argument("--steps", type=int, default=d["steps"], help="total optimizer steps")
-    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (AdamW)")
-    g.add_argument("--betas", type=float, nargs=2, default=list(d["betas"]), metavar=("B1", "B2"),
-                   help="AdamW betas")
-    g.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="AdamW weight decay")
-    g.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps")
-    g.add_argument("--lr-schedule", default=d["lr_schedule"], choices=["constant", "cosine"],
-                   help="after warm-up: constant, or cosine decay to 0")
-    g.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="max gradient norm (0 = off)")
-    g.add_argument("--ema", type=float, default=d["ema"], help="EMA decay of the weights, e.g. 0.999 (0 = off); "
-                   "the EMA tokenizer goes to tokenizer_ema/")
-
-    g = p.add_argument_group("losses")
-    g.add_argument("--l2-weight", type=float, default=d["l2_weight"], help="MSE reconstruction weight")
-    g.add_argument("--l1-weight", type=float, default=d["l1_weight"], help="L1 reconstruction weight")
-    g.add_argument("--perceptual-weights", default=d["perceptual_weights"], metavar="FILE",
-                   help="LPIPS-VGG16 state dict (.safetensors/.pt: torchvision VGG16 features.N.* + lin0..lin4) "
-                   "turning the perceptual loss on; nothing is downloaded, None = off")
-    g.add_argument("--perceptual-weight", type=float, default=d["perceptual_weight"], help="LPIPS loss weight")
-    g.add_argument("--gan-weight", type=float, default=d["gan_weight"], help="hinge GAN weight (0 = off; 0.5 typical)")
-    g.add_argument("--disc-start", type=int, default=d["disc_start"], help="step at which the GAN starts")
-    g.add_argument("--disc-layers", type=int, default=d["disc_layers"], help="PatchGAN stride-2 layers")
-    g.add_argument("--disc-channels", type=int, default=d["disc_channels"], help="PatchGAN base width")
-    g.add_argument("--disc-norm", default=d["disc_norm"], choices=["group", "batch"], help="PatchGAN norm")
-    g.add_argument("--adaptive-gan-weight", action="store_true",
-                   help="scale the GAN term by the reconstruction/GAN gradient-norm ratio (taming)")
-
-    g = p.add_argument_group("logging, evaluation, checkpoints")
-    g.add_argument("--log-every", type=int, default=d["log_every"], help="steps between logged (averaged) scalars")
-    g.add_argument("--eval-every", type=int, default=d["eval_every"], help="steps between evaluations")
-    g.add_argument("--eval-images", type=int, default=d["eval_images"], help="images per evaluation (0 = all)")
-    g.add_argument("--grid-images", type=int, default=d["grid_images"], help="images in each recon grid")
-    g.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="steps between checkpoints")
-    g.add_argument("--keep-last", type=int, default=d["keep_last"], help="checkpoints kept")
-    p.set_defaults(fn=_cmd)

@@ -1,6 +1,6 @@
 """Evaluation subcommands: sample-many, eval, eval-nll, eval-tokenizer, train-judge, judge-samples.
 
-Handlers load, call the library functions of this package and print; the library never prints.
+Handlers load, call the library functions of `mambagen.eval` and print; the library never prints.
 """
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import resolve
+from .common import FMT, add_model_args, add_sampling_args, device_of, load_pipeline, parse_classes, sampling_from
 
-FMT = argparse.ArgumentDefaultsHelpFormatter
-
-
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _load_pipeline(model_dir: str, tokenizer_dir: str | None, device, ema: bool):
@@ -26,13 +22,18 @@ def _load_pipeline(model_dir: str, tokenizer_dir: str | None, device, ema: bool)
     obj = load(model_dir, device=device, ema=ema)
     if isinstance(obj, Pipeline):
         generator, tokenizer = obj.generator, obj.tokenizer
-    elif hasattr(obj, "allocate_cache"):
+    elif isinstance(obj, torch.nn.Module) and not _is_tokenizer(obj):
         generator, tokenizer = obj, None
     else:
         raise ValueError(f"{model_dir}: holds a tokenizer, not a generator")
     if tokenizer_dir is not None:
         tokenizer = load_tokenizer(tokenizer_dir, device)
     return generator, tokenizer
+
+
+def _is_tokenizer(obj) -> bool:
+    from ..tokenizers import KINDS
+    return any(isinstance(obj, kind.model) for kind in KINDS.values())
 
 
 def _write_json(path: str | None, report: dict) -> None:
@@ -48,33 +49,29 @@ def _fmt(x, digits: int = 3) -> str:
 
 # ------------------------------------------------------------------------------------ sample-many
 def _cmd_sample_many(args) -> None:
-    from ..cli import _parse_classes
-    from ..sample.pipeline import check_pair
     from ..train.dist import barrier, cleanup, init_distributed
-    from .sample_many import SampleSpec, check_meta, pack_samples, sample_shard
+    from ..eval.sample_many import SampleSpec, check_meta, pack_samples, sample_shard
 
     info = init_distributed(args.device)
     try:
-        generator, tokenizer = _load_pipeline(args.model, args.tokenizer, info.device, args.ema)
-        if tokenizer is None:
-            raise ValueError(f"{args.model} has no tokenizer/: pass --tokenizer DIR")
-        check_pair(generator, tokenizer)
-        classes = _parse_classes(args.classes, generator.config.num_classes)
-        spec = SampleSpec(tuple(classes), args.per_class, args.seed, args.cfg, args.temperature, args.top_k,
-                          args.top_p, str(resolve(args.model).resolve()), args.ema)
+        generator, tokenizer, meta, _ = load_pipeline(args, info.device)
+        sampling = sampling_from(args, meta.get("sampling"))
+        classes = parse_classes(args.classes, generator.config.num_classes)
+        spec = SampleSpec(tuple(classes), args.per_class, sampling, str(resolve(args.model).resolve()), args.ema)
         check_meta(args.out, spec, write=info.main)
         t0 = time.time()
         n_new = sample_shard(generator, tokenizer, spec, args.out, rank=info.rank, world=info.world,
-                             batch_size=args.batch_size, device=info.device, progress=args.progress and info.main)
+                             batch_size=args.batch_size, device=info.device, progress=args.progress and info.main,
+                             fast=False if args.reference else None, compile=args.compile)
         dt = time.time() - t0
         barrier(info)
         if info.main:
             path = pack_samples(args.out, spec)
             rate = f", {n_new / dt:.2f} img/s on rank 0 ({info.device})" if n_new else " (all shards already there)"
             print(f"rank 0 sampled {n_new} new images in {dt:.1f} s{rate}; world size {info.world}")
+            s = sampling
             print(f"wrote {path}: {spec.num_samples} images ({len(classes)} classes x {args.per_class}), "
-                  f"cfg {args.cfg}, temperature {args.temperature}, top-k {args.top_k}, top-p {args.top_p}, "
-                  f"seed {args.seed}")
+                  f"cfg {s.cfg_scale}, temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, seed {s.seed}")
             print(f"wrote {Path(args.out) / 'preview.png'}")
     finally:
         cleanup(info)
@@ -83,7 +80,7 @@ def _cmd_sample_many(args) -> None:
 # ------------------------------------------------------------------------------------ eval
 def _inception_or_none(path, needed: bool):
     """(network file, None) or (None, reason); raises when the network is required."""
-    from .inception import InceptionUnavailable, find_inception
+    from ..eval.inception import InceptionUnavailable, find_inception
     try:
         return find_inception(path), None
     except InceptionUnavailable as e:
@@ -116,11 +113,11 @@ def _print_judge(j: dict, judge_dir: str) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from .inception import describe_network, load_network, run_network
-    from .sets import load_image_set
-    from .suite import distribution_scores, floor_scores, inception_score_of, reference_features
+    from ..eval.inception import describe_network, load_network, run_network
+    from ..eval.sets import load_image_set
+    from ..eval.suite import distribution_scores, floor_scores, inception_score_of, reference_features
 
-    device = _device(args.device)
+    device = device_of(args.device)
     progress = args.progress
     net_path, why = _inception_or_none(args.inception, needed=args.judge is None)
     samples = load_image_set(args.samples, args.image_size, progress=progress)
@@ -175,9 +172,9 @@ def _cmd_eval(args) -> None:
 
 
 def _judge_report(args, samples, device) -> dict:
-    from .judge import load_judge
-    from .sets import load_image_set
-    from .suite import judge_scores
+    from ..eval.judge import load_judge
+    from ..eval.sets import load_image_set
+    from ..eval.suite import judge_scores
 
     model, meta = load_judge(args.judge, device)
     ref = load_image_set(args.ref, args.image_size, getattr(args, "ref_limit", None), args.seed, args.progress)
@@ -188,12 +185,12 @@ def _judge_report(args, samples, device) -> dict:
 
 # ------------------------------------------------------------------------------------ judge
 def _cmd_train_judge(args) -> None:
-    from .judge import JudgeConfig, JudgeTraining, save_judge, train_judge
-    from .sets import load_image_set
+    from ..eval.judge import JudgeConfig, JudgeTraining, save_judge, train_judge
+    from ..eval.sets import load_image_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    device = device_of(args.device)
     train = load_image_set(args.data, args.image_size, progress=args.progress)
     if train.labels is None:
         raise ValueError(f"{args.data}: the judge needs class sub-folders (root/<class>/<image>)")
@@ -216,9 +213,9 @@ def _cmd_train_judge(args) -> None:
 
 
 def _cmd_judge_samples(args) -> None:
-    from .sets import load_image_set
+    from ..eval.sets import load_image_set
 
-    device = _device(args.device)
+    device = device_of(args.device)
     samples = load_image_set(args.samples, args.image_size, progress=args.progress)
     report = {"samples": {"path": str(args.samples), "count": len(samples)},
               "judge": _judge_report(args, samples, device)}
@@ -232,14 +229,15 @@ def _cmd_eval_nll(args) -> None:
 
     from ..data.tokens import TokenDataset
     from ..train.dist import cleanup, init_distributed
-    from .model_metrics import heldout_bits_per_token
+    from ..eval.model_metrics import heldout_bits_per_token
 
     info = init_distributed(args.device)
     try:
         model, tokenizer = _load_pipeline(args.model, args.tokenizer, info.device, args.ema)
-        quantizer = None
-        if getattr(model, "needs_quantizer", False) and tokenizer is not None and hasattr(tokenizer, "patch_nums"):
-            quantizer = tokenizer.quantize.requires_grad_(False)
+        from ..models.registry import family_of
+        from ..train.loop import training_quantizer
+        family = family_of(model)
+        quantizer = training_quantizer(family, tokenizer) if family.needs_quantizer and tokenizer is not None else None
         data = TokenDataset(args.data)
         bpt = heldout_bits_per_token(model, data, info, batch_size=args.batch_size, quantizer=quantizer,
                                      precision=args.precision)
@@ -261,15 +259,15 @@ def _cmd_eval_nll(args) -> None:
 # ------------------------------------------------------------------------------------ eval-tokenizer
 def _cmd_eval_tokenizer(args) -> None:
     from ..checkpoint import Pipeline, load
-    from .inception import describe_network, load_network, run_network
-    from .model_metrics import tokenizer_metrics
-    from .sets import load_image_set
-    from .suite import distribution_scores, floor_scores
+    from ..eval.inception import describe_network, load_network, run_network
+    from ..eval.model_metrics import tokenizer_metrics
+    from ..eval.sets import load_image_set
+    from ..eval.suite import distribution_scores, floor_scores
 
-    device = _device(args.device)
+    device = device_of(args.device)
     obj = load(args.tokenizer, device=device)
     tokenizer = obj.tokenizer if isinstance(obj, Pipeline) else obj
-    if not hasattr(tokenizer, "codebook_size"):
+    if not _is_tokenizer(tokenizer):
         raise ValueError(f"{args.tokenizer}: holds a generator without a tokenizer")
     size = args.image_size or tokenizer.config.image_size
     images = load_image_set(args.data, size, limit=args.limit, seed=args.seed, progress=args.progress)
@@ -299,7 +297,7 @@ def _cmd_eval_tokenizer(args) -> None:
 
 
 # ------------------------------------------------------------------------------------ parsers
-def add_cli(subparsers) -> None:
+def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "sample-many", formatter_class=FMT,
         help="N samples per class for FID: sharded over torchrun ranks, resumable, packed as an ADM .npz",
@@ -308,20 +306,16 @@ def add_cli(subparsers) -> None:
                     "image is seeded from (--seed, its global index): the result does not depend on the number of "
                     "ranks or the batch size, and a rerun resumes. Several GPUs: torchrun --nproc-per-node 8 -m "
                     "mambagen sample-many ...")
-    p.add_argument("--model", required=True, help="checkpoint directory (a pipeline with its tokenizer)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory, if the model has none")
+    add_model_args(p, default=None, device=False)
     p.add_argument("--out", required=True, help="output directory (resumed when it exists)")
     p.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
     p.add_argument("--per-class", type=int, default=50, help="images per class")
-    p.add_argument("--cfg", type=float, default=2.0,
-                   help="guidance scale (1 = off); VAR/M-VAR reach it at the last scale")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (and per shard) on each rank")
-    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CUDA, compile the family's block steps too (tens of seconds once; pays over many batches)")
+    p.add_argument("--reference", action="store_true", help="the readable reference loop on CUDA too")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(fn=_cmd_sample_many)
 

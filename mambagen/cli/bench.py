@@ -1,0 +1,31 @@
+"""`mambagen bench`: generation / decode / training throughput, side by side (`mambagen.bench`)."""
+from __future__ import annotations
+
+import argparse
+
+from .. import bench
+from .common import FMT
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="generation / decode / training throughput, side by side",
+                              formatter_class=FMT, description=bench.__doc__)
+    p.add_argument("--generate", nargs="*", default=["aim-l:reference", "aim-l:fast"],
+                   help="MODEL[:PATH] entries to time generation for; PATH: reference (the readable loop), fast (the "
+                        "family's fast path, compiled: AiM/GPT graphed steps, VAR/M-VAR/ARPG one graph per call), "
+                        "graph (the fast path without compiling), sample-many (sample-many's token generation: the "
+                        "fast path with per-row streams; record kind sample_many), fast-unfused (AiM without the "
+                        "fused Triton kernels), fast-autotune (AiM/GPT with max-autotune matmuls)")
+    p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
+    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref][:chunkN] entries to time a training "
+                   "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "
+                   "Mamba2 scan instead of the compiled tensor-core one; chunkN: Mamba2 scan chunk, default 64)")
+    p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
+    p.add_argument("--single", default=None, help=argparse.SUPPRESS)   # internal: one measurement, as JSON
+    p.set_defaults(fn=bench.run_bench)

@@ -1,0 +1,113 @@
+"""Argument blocks every command shares, written once: the model/tokenizer/device block, the sampling
+block (one `SamplingConfig`, defaulting to the checkpoint's recommendation), and how they resolve."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..sample.config import SamplingConfig
+
+FMT = argparse.ArgumentDefaultsHelpFormatter
+UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
+
+
+def device_of(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def add_model_args(p, *, default: str | None = "demo", registered: bool = False, device: bool = True) -> None:
+    """--model, --tokenizer, --ema (and --device)."""
+    what = "'demo' (shipped in the package), a checkpoint directory" + (" or a registered model name "
+                                                                       "(RANDOM weights)" if registered else "")
+    p.add_argument("--model", default=default, required=default is None, help=what)
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the checkpoint's own"
+                   + ("; a registered name's: its family's small tokenizer, random" if registered else "") + ")")
+    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    if device:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def add_sampling_args(p) -> None:
+    """The sampling setting; None = the checkpoint's recommendation (config.json "sampling"), else the defaults."""
+    g = p.add_argument_group("sampling (default: the checkpoint's recommended setting)")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale, 1 = off (default: "
+                   "the checkpoint's, else 2.0); VAR/M-VAR reach it at the last scale (official cfg = this - 1)")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy (default 1)")
+    g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens, 0 = off (default 0)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, 1 = off (default 1)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default 0; also the weights of registered models)")
+    g.add_argument("--steps", type=int, default=None, help="ARPG: parallel decoding steps (default 64)")
+    g.add_argument("--schedule", default=None, choices=["arccos", "cosine"], help="ARPG: tokens per step (default arccos)")
+    g.add_argument("--cfg-schedule", default=None, choices=["linear", "constant"],
+                   help="ARPG: guidance per step (default linear)")
+    g.add_argument("--cfg-interval", type=int, default=None,
+                   help="AiM/GPT (LlamaGen): guide tokens 0 .. N + 1 only (default -1: all)")
+    g.add_argument("--more-smooth", action="store_true", default=None,
+                   help="VAR/M-VAR: Gumbel-softmax mixtures of codes (the official visualisation)")
+
+
+def sampling_from(args, recommendation: dict | None) -> SamplingConfig:
+    """The one sampling setting of a command: the checkpoint's recommendation under the given flags."""
+    return SamplingConfig.recommended(
+        recommendation, cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        seed=args.seed, steps=args.steps, schedule=args.schedule, cfg_schedule=args.cfg_schedule,
+        cfg_interval=args.cfg_interval, more_smooth=args.more_smooth)
+
+
+def load_pipeline(args, device, *, registered: bool = False):
+    """(model, tokenizer, config.json or {}, untrained?) from --model/--tokenizer/--ema.
+
+    --model: 'demo', a checkpoint directory, or (registered=True) a registered size built with random
+    weights shaped to the tokenizer (its family's small tokenizer unless --tokenizer names one)."""
+    from ..checkpoint import Pipeline, load, load_tokenizer, resolve
+    from ..models.registry import REGISTRY, create_model, family_of_size
+    from ..tokenizers import KINDS, create_tokenizer, list_tokenizers
+
+    source = resolve(args.model)
+    model, tokenizer, meta, untrained = None, None, {}, False
+    if source.exists():
+        obj, meta = load(source, device=device, ema=args.ema, with_meta=True)
+        if meta.get("kind") == "tokenizer":
+            raise ValueError(f"{args.model}: holds a tokenizer, not a generator")
+        model, tokenizer = (obj.generator, obj.tokenizer) if isinstance(obj, Pipeline) else (obj, None)
+    elif not (registered and args.model in REGISTRY):
+        if registered:
+            raise ValueError(f"--model {args.model!r} is neither a checkpoint directory nor a registered model "
+                             f"({', '.join(REGISTRY)})")
+        raise ValueError(f"--model {args.model!r} is not a checkpoint directory")
+
+    tok_arg = args.tokenizer
+    if tok_arg is None and model is None:
+        tok_arg = KINDS[family_of_size(args.model).tokenizer].demo
+    if tok_arg is not None:
+        if Path(tok_arg).exists():
+            tokenizer = load_tokenizer(tok_arg, device)
+        elif tok_arg in list_tokenizers():
+            torch.manual_seed(args.seed or 0)
+            tokenizer, untrained = create_tokenizer(tok_arg).to(device).eval(), True
+        else:
+            raise ValueError(f"--tokenizer {tok_arg!r} is neither a directory nor a registered tokenizer "
+                             f"({', '.join(list_tokenizers())})")
+    if tokenizer is None:
+        raise ValueError(f"{args.model} has no tokenizer/: pass --tokenizer DIR")
+    if model is None:   # a registered size with random weights, shaped to fit the tokenizer
+        torch.manual_seed(args.seed or 0)
+        shape = family_of_size(args.model).fit(tokenizer)
+        model, untrained = create_model(args.model, **shape).to(device).eval(), True
+    return model, tokenizer, meta, untrained
+
+
+def parse_classes(text: str | None, num_classes: int) -> list[int]:
+    if text is None:
+        return list(range(num_classes))
+    try:
+        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ValueError(f"--classes must be comma-separated integers, got {text!r}") from None
+    bad = [i for i in ids if not 0 <= i < num_classes]
+    if bad or not ids:
+        raise ValueError(f"class id(s) {bad or text!r} out of range: this model has {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return ids

@@ -1,0 +1,97 @@
+"""`mambagen data emoji` (the demo dataset) and `mambagen tokenize` (images -> token shards)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ..data.emoji import META_PACKAGE, STYLE_PACKAGES, STYLES, VERSION, default_cache_dir
+from .common import FMT
+
+
+def data_subparsers(subparsers) -> argparse._SubParsersAction:
+    """The nested subcommands of `mambagen data`, created on first use so other modules can add theirs."""
+    parser = subparsers.choices.get("data")
+    if parser is None:
+        parser = subparsers.add_parser("data", help="build datasets (mambagen data emoji ...)",
+                                       description="Build training datasets in the class-per-folder layout.")
+        return parser.add_subparsers(dest="data_command", required=True, metavar="DATASET")
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def add_emoji(subparsers) -> None:
+    """`mambagen data emoji ROOT ...`."""
+    p = data_subparsers(subparsers).add_parser(
+        "emoji", help="the built-in demo dataset: 9 emoji classes, Google + Twitter art, 64x64",
+        formatter_class=FMT,
+        description=f"Build ROOT/{{train,val}}/<class>/<name>_<style>.png from the npm packages {META_PACKAGE}, "
+                    f"{', '.join(STYLE_PACKAGES.values())} (version {VERSION}; fetched with npm into --cache and "
+                    "sha512-verified, reused offline afterwards). Classes are the emoji categories except "
+                    "Component; base emoji only; images composited on white. About --val-fraction of each "
+                    "class goes to val/, every style of one emoji on the same side. Also writes ROOT/NOTICE "
+                    "(image licenses: Noto Emoji Apache-2.0, Twemoji CC-BY 4.0) and ROOT/stats.json.")
+    p.add_argument("root", metavar="ROOT", help="output folder (built beside it, then renamed into place)")
+    p.add_argument("--size", type=int, choices=(64, 32), default=64, help="image side in pixels")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class's emoji held out in val/")
+    p.add_argument("--styles", default=",".join(STYLES), help="comma-separated art styles to include")
+    p.add_argument("--cache", default=str(default_cache_dir()), help="folder caching the verified npm tarballs")
+    p.add_argument("--skin-tones", action="store_true", help="also include skin-tone variants (same split as "
+                   "their base emoji)")
+    p.add_argument("--force", action="store_true", help="replace ROOT if it holds an earlier emoji build")
+    p.set_defaults(fn=cmd_emoji)
+
+
+def cmd_emoji(args) -> None:
+    from ..data.emoji import build_emoji_dataset, format_summary
+    t0 = time.time()
+    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+    stats = build_emoji_dataset(args.root, size=args.size, val_fraction=args.val_fraction, styles=styles,
+                                cache_dir=args.cache, force=args.force, include_variations=args.skin_tones)
+    print(format_summary(stats))
+    print(f"wrote {args.root} ({stats['totals']['train']} train + {stats['totals']['val']} val images, "
+          f"{args.size}x{args.size}) in {time.time() - t0:.1f} s")
+
+
+def add_tokenize(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tokenize", help="encode an image folder once into token shards for generator training",
+        formatter_class=FMT,
+        description="Encode every image of an ImageFolder (one sub-folder per class) with a trained tokenizer "
+                    "into compact shards of token ids + labels, so generator training never runs the encoder.")
+    p.add_argument("--data", required=True, help="image folder (class per sub-folder), e.g. emoji64/train")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory (e.g. runs/vq/tokenizer)")
+    p.add_argument("--out", required=True, help="output directory for the shards")
+    p.add_argument("--image-size", type=int, default=None, help="resize/crop size (default: the tokenizer's)")
+    p.add_argument("--flip", action="store_true", help="also store the horizontally flipped version of each image")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.set_defaults(fn=_cmd_tokenize)
+
+
+def _cmd_tokenize(args) -> None:
+    from ..checkpoint import load_tokenizer
+    from ..data.folder import ImageFolder
+    from ..data.tokens import tokenize_dataset
+    from ..io import read_json
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok = load_tokenizer(args.tokenizer, device)
+    size = args.image_size or tok.config.image_size
+    ds = ImageFolder(args.data, size)
+    ds.scan()   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
+    out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip,
+                           shard_size=args.shard_size, device=device, num_workers=args.num_workers)
+    meta = read_json(out / "meta.json")
+    print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
+          f"tokens ({len(meta['shards'])} shard(s)) to {out}")
+    report = ds.skipped_report()
+    if report.get("dropped_by_scan") or report.get("skipped"):
+        print(f"left out unreadable images: {report}")
+
+
+def add_parsers(subparsers) -> None:
+    add_emoji(subparsers)
+    add_tokenize(subparsers)

@@ -1,0 +1,37 @@
+"""`mambagen info`: the registered families and sizes with parameter counts, tokenizers, kernels."""
+from __future__ import annotations
+
+import torch
+
+
+def cmd_info(args) -> None:
+    from ..layers import kernels
+    from ..models.registry import FAMILIES, count_params, create_model
+    from ..tokenizers import KINDS
+
+    print(f"mambagen {__import__('mambagen').__version__}  torch {torch.__version__}  "
+          f"cuda {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
+    print("\nGenerators (parameters counted on the meta device; tied weights once):")
+    print(f"  {'name':<12} {'family':<7} {'params':>15} {'official':>15}  description")
+    for family in FAMILIES.values():
+        for name, size in family.sizes.items():
+            with torch.device("meta"):
+                n = count_params(create_model(name))
+            official = f"{size.official_params:,}" if size.official_params else "-"
+            mark = "" if size.official_params in (None, n) else "  MISMATCH"
+            print(f"  {name:<12} {family.name:<7} {n:>15,} {official:>15}  {size.description}{mark}")
+    print("\nFamilies: " + "; ".join(f"{f.name} ({f.sampler.name}, {f.tokenizer} tokens, edits: "
+                                     f"{', '.join(sorted(f.edits)) or 'none'})" for f in FAMILIES.values()))
+    print("\nTokenizers:")
+    for kind in KINDS.values():
+        for name in kind.configs:
+            with torch.device("meta"):
+                tok = kind.create(name)
+            print(f"  {name:<12} {sum(p.numel() for p in tok.parameters()):>15,}  {kind.describe(tok.config)}")
+    found = [k for k, v in kernels.available().items() if v]
+    print(f"\nOptional fast kernels found: {', '.join(found) if found else 'none (pure PyTorch reference paths)'}")
+
+
+def add_parsers(subparsers) -> None:
+    s = subparsers.add_parser("info", help="registered models with parameter counts, tokenizers, kernels")
+    s.set_defaults(fn=cmd_info)
