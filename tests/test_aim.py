@@ -8,6 +8,7 @@ from mambagen.io import CheckpointError
 from mambagen.models.registry import count_params, create_model, get_spec, list_models
 from mambagen.sample.logits import sample_logits, top_k_top_p_filter
 from mambagen.sample.raster import generate_raster
+from mambagen.sample.config import SamplingConfig
 
 
 def tiny(**kw):
@@ -62,24 +63,24 @@ def test_adaln_group_uses_layer_modulo_groups():
 def test_sampling_is_seeded_and_prefix_is_kept():
     model = tiny()
     labels = torch.tensor([0, 5])
-    a = generate_raster(model, labels, cfg_scale=2.0, top_k=50, generator=torch.Generator().manual_seed(1))
-    b = generate_raster(model, labels, cfg_scale=2.0, top_k=50, generator=torch.Generator().manual_seed(1))
+    a = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0, top_k=50), torch.Generator().manual_seed(1))
+    b = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0, top_k=50), torch.Generator().manual_seed(1))
     assert torch.equal(a.tokens, b.tokens)
     prefix = a.tokens[:, :5]
-    c = generate_raster(model, labels, cfg_scale=2.0, prefix=prefix, generator=torch.Generator().manual_seed(2))
+    c = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0), torch.Generator().manual_seed(2), prefix=prefix)
     assert torch.equal(c.tokens[:, :5], prefix)
 
 
 def test_greedy_cfg_picks_argmax_of_guided_logits():
     model = tiny()
-    res = generate_raster(model, torch.tensor([2]), cfg_scale=3.0, top_k=1, return_logits=True)
+    res = generate_raster(model, torch.tensor([2]), SamplingConfig(cfg_scale=3.0, top_k=1), return_logits=True)
     assert torch.equal(res.tokens, res.step_logits.argmax(-1))
 
 
 def test_bad_class_id_is_a_clear_error():
     model = tiny()
     with pytest.raises(ValueError, match="class id 11 is out of range"):
-        generate_raster(model, torch.tensor([11]))
+        generate_raster(model, torch.tensor([11]), SamplingConfig())
 
 
 def test_overfit_one_batch_loss_falls():
@@ -92,7 +93,7 @@ def test_top_k_top_p_filter():
     assert torch.isinf(top_k_top_p_filter(logits, top_k=2)).tolist() == [[False, False, True, True]]
     assert torch.isinf(top_k_top_p_filter(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
     assert torch.isinf(top_k_top_p_filter(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
-    draws = sample_logits(logits.expand(2000, 4), top_p=0.7, generator=torch.Generator().manual_seed(0))
+    draws = sample_logits(logits.expand(2000, 4), top_p=0.7, rng=torch.Generator().manual_seed(0))
     assert set(draws.tolist()) == {0, 1}
 
 

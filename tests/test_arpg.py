@@ -9,10 +9,11 @@ import torch
 from mambagen.convert.arpg import (arpg_config_from_official, convert_arpg_state_dict, infer_official_config,
                                    load_official_arpg, official_config_from_args)
 from mambagen.io import CheckpointError, load_weights
-from mambagen.models.arpg import ARPG, SIZES, ARPGConfig
+from mambagen.models.arpg import FAMILY, ARPG, ARPGConfig
 from mambagen.sample.random_order import cfg_schedule, generate_random_order, tokens_per_step
+from mambagen.sample.config import SamplingConfig
 
-TINY = dict(SIZES["arpg-tiny"][0], token_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0, class_dropout=0.0)
+TINY = dict(FAMILY.sizes["arpg-tiny"].config, token_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0, class_dropout=0.0)
 V, N, K = TINY["vocab_size"], TINY["num_tokens"], TINY["num_classes"]
 
 
@@ -32,7 +33,7 @@ def count_unique(model) -> int:
 # ---------------------------------------------------------------------------- structure
 @pytest.mark.parametrize("name", ["arpg-l", "arpg-xl", "arpg-xxl"])
 def test_official_parameter_counts_and_keys(name):
-    values, official = SIZES[name]
+    values, official = FAMILY.sizes[name].config, FAMILY.sizes[name].official_params
     with torch.device("meta"):
         model = ARPG(ARPGConfig(**values))
     assert count_unique(model) == official
@@ -78,7 +79,7 @@ def test_one_query_per_step_equals_sequential_and_teacher_forcing():
         steps.append(model.decode_step(seq[:, i - 1:i], orders[:, i - 1:i], orders[:, i:i + 1], cache, start=i))
     torch.testing.assert_close(torch.cat(steps, 1), logits, rtol=1e-9, atol=1e-9)
     # ... and through the sampler (greedy, no CFG, N steps)
-    res = generate_random_order(model, labels, num_iter=N, cfg_scale=1.0, top_k=1, order=orders, return_logits=True)
+    res = generate_random_order(model, labels, SamplingConfig(steps=N, cfg_scale=1.0, top_k=1), order=orders, return_logits=True)
     assert res.tokens_per_step == [1] * N
     ref, _ = model(res.tokens, labels, res.orders, causal=True)
     torch.testing.assert_close(res.step_logits, ref, rtol=1e-9, atol=1e-9)
@@ -110,8 +111,7 @@ def _recompute_step_logits(model, labels, res, causal_within_step=False):
 def test_many_queries_per_step_equal_full_recomputation(cfg_scale):
     model = tiny()
     labels = torch.tensor([2, 7])
-    res = generate_random_order(model, labels, num_iter=4, cfg_scale=cfg_scale, cfg_schedule="linear", top_k=1,
-                                generator=torch.Generator().manual_seed(3), return_logits=True)
+    res = generate_random_order(model, labels, SamplingConfig(steps=4, cfg_scale=cfg_scale, cfg_schedule="linear", top_k=1), torch.Generator().manual_seed(3), return_logits=True)
     assert res.tokens_per_step == [3, 3, 3, 7] and torch.equal(res.orders[0], res.orders[1])  # one order per batch
     cond = _recompute_step_logits(model, labels, res)
     null = _recompute_step_logits(model, torch.full_like(labels, K), res)
@@ -128,8 +128,7 @@ def test_cache_is_preallocated_and_written_in_place():
     tensors = [t for kv in cache.self_kv + [cache.cross_kv] for t in (kv.k, kv.v)]
     before = [(id(t), t.data_ptr(), t.shape) for t in tensors]
     assert all(t.shape == (4, TINY["n_head"], 1 + N, TINY["dim"] // TINY["n_head"]) for t in tensors)
-    generate_random_order(model, torch.tensor([1, 2]), num_iter=5, cfg_scale=2.0, cache=cache,
-                          generator=torch.Generator().manual_seed(0))
+    generate_random_order(model, torch.tensor([1, 2]), SamplingConfig(steps=5, cfg_scale=2.0), torch.Generator().manual_seed(0), cache=cache)
     after = [t for kv in cache.self_kv + [cache.cross_kv] for t in (kv.k, kv.v)]
     assert [(id(t), t.data_ptr(), t.shape) for t in after] == before
     assert all(torch.count_nonzero(t[:, :, 1:N - 1]) > 0 for t in after)  # written at fixed slots
@@ -144,20 +143,18 @@ def test_inpainting_keeps_known_tokens_and_prefill_is_teacher_forcing():
     for b in range(B):                                               # a different region per sample
         known_mask[b, torch.randperm(N, generator=g)[:Kn]] = True
     labels = torch.tensor([0, 5, 9])
-    res = generate_random_order(model, labels, num_iter=4, cfg_scale=2.5, temperature=1.0, generator=g,
-                                known=known, known_mask=known_mask, return_logits=True)
+    res = generate_random_order(model, labels, SamplingConfig(steps=4, cfg_scale=2.5, temperature=1.0), g, known=known, known_mask=known_mask, return_logits=True)
     assert torch.equal(res.tokens[known_mask], known[known_mask])
     assert res.num_known == Kn and sum(res.tokens_per_step) == N - Kn and res.step_logits.shape == (B, N - Kn, V)
     assert bool(known_mask.gather(1, res.orders[:, :Kn]).all())
     # one token per step, no CFG: identical to teacher forcing in the order used (known tokens first)
-    res = generate_random_order(model, labels, num_iter=N - Kn, cfg_scale=1.0, top_k=1, known=known,
-                                known_mask=known_mask, return_logits=True)
+    res = generate_random_order(model, labels, SamplingConfig(steps=N - Kn, cfg_scale=1.0, top_k=1), known=known, known_mask=known_mask, return_logits=True)
     ref, _ = model(res.tokens, labels, res.orders, causal=True)
     torch.testing.assert_close(res.step_logits, ref[:, Kn:], rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="same number"):
         bad = known_mask.clone()
         bad[0, ~bad[0]] = True
-        generate_random_order(model, labels, known=known, known_mask=bad)
+        generate_random_order(model, labels, SamplingConfig(cfg_scale=4.0), known=known, known_mask=bad)
 
 
 def test_outpainting_and_resolution_expansion():
@@ -168,15 +165,14 @@ def test_outpainting_and_resolution_expansion():
         for c in range(4):
             torch.testing.assert_close(big.rope[1 + 6 * r + c], small.rope[1 + 4 * r + c])
     labels = torch.tensor([3, 8])
-    res = generate_random_order(big, labels, num_iter=6, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    res = generate_random_order(big, labels, SamplingConfig(steps=6, cfg_scale=2.0), torch.Generator().manual_seed(0))
     assert res.tokens.shape == (2, 36) and int(res.tokens.max()) < V and sum(res.tokens_per_step) == 36
     # outpainting: a 4 x 4 image in the middle of the 6 x 6 canvas
     image = torch.randint(0, V, (2, 4, 4))
     canvas = torch.zeros(2, 6, 6, dtype=torch.long)
     mask = torch.zeros(2, 6, 6, dtype=torch.bool)
     canvas[:, 1:5, 1:5], mask[:, 1:5, 1:5] = image, True
-    res = generate_random_order(big, labels, num_iter=5, cfg_scale=2.0, known=canvas.flatten(1),
-                                known_mask=mask.flatten(1), generator=torch.Generator().manual_seed(1))
+    res = generate_random_order(big, labels, SamplingConfig(steps=5, cfg_scale=2.0), torch.Generator().manual_seed(1), known=canvas.flatten(1), known_mask=mask.flatten(1))
     assert torch.equal(res.tokens.view(2, 6, 6)[:, 1:5, 1:5], image) and sum(res.tokens_per_step) == 20
 
 
@@ -203,8 +199,7 @@ def test_schedules_match_hand_computed_values():
 
 def test_more_steps_than_tokens_still_decodes():
     model = tiny()
-    res = generate_random_order(model, torch.tensor([1]), num_iter=N + 4, cfg_scale=1.0, top_k=1,
-                                order=torch.arange(N), return_logits=True)
+    res = generate_random_order(model, torch.tensor([1]), SamplingConfig(steps=N + 4, cfg_scale=1.0, top_k=1), order=torch.arange(N), return_logits=True)
     ref, _ = model(res.tokens, torch.tensor([1]), res.orders, causal=True)
     torch.testing.assert_close(res.step_logits, ref, rtol=1e-9, atol=1e-9)
 
@@ -238,9 +233,9 @@ def test_official_configs():
         gpt_model="ARPG-XL", vocab_size=16384, num_classes=1000, image_size=384, downsample_size=16)))
     assert (cfg.dim, cfg.n_layer, cfg.n_head, cfg.num_tokens) == (1280, 36, 20, 576)
     assert dataclasses.replace(arpg_config_from_official({"dim": 1024, "n_layer": 24}), extra={}) == \
-        dataclasses.replace(ARPGConfig(**SIZES["arpg-l"][0]), extra={})
+        dataclasses.replace(ARPGConfig(**FAMILY.sizes["arpg-l"].config), extra={})
     with torch.device("meta"):
-        state = ARPG(ARPGConfig(**SIZES["arpg-xxl"][0])).state_dict()
+        state = ARPG(ARPGConfig(**FAMILY.sizes["arpg-xxl"].config)).state_dict()
     assert infer_official_config(state) == dict(dim=1536, n_layer=48, n_head=24, vocab_size=16384,
                                                 num_classes=1000, block_size=256)
     with pytest.raises(CheckpointError, match="not an official size"):
@@ -273,8 +268,8 @@ def test_overfits_a_batch():
 def test_parity_runner_handles_other_configs():
     """Any `arpg` fixture: other widths, odd layer counts, grids, vocabularies, class counts, FFN rules,
     extra zero RoPE rows, schedules and step counts (self-consistency; values are checked by test_golden)."""
-    from mambagen.parity import Fixture, compare
-    from mambagen.parity.arpg import run_arpg
+    from parity import Fixture, compare
+    from parity.arpg import run as run_arpg
 
     official = dict(dim=48, n_layer=5, n_head=3, multiple_of=16, ffn_dim_multiplier=1.3, vocab_size=50,
                     num_classes=7, block_size=25, cls_token_num=2, token_dropout_p=0.0, resid_dropout_p=0.0,

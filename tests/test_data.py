@@ -277,6 +277,7 @@ def test_cli_registers_data_emoji():
     from mambagen.cli import build_parser
 
     args = build_parser().parse_args(["data", "emoji", "/tmp/x", "--size", "32", "--styles", "twitter"])
-    assert args.fn is E.cmd_emoji and args.size == 32 and args.styles == "twitter"
+    from mambagen.cli.data import cmd_emoji
+    assert args.fn is cmd_emoji and args.size == 32 and args.styles == "twitter"
     with pytest.raises(ValueError, match="unknown style"):
         E.build_emoji_dataset("/tmp/never-written", styles=["apple"])

@@ -19,6 +19,7 @@ from mambagen.eval.sample_many import (SampleSpec, check_meta, pack_samples, ran
                                        sample_shard)
 from mambagen.eval.sets import load_image_set
 from mambagen.sample.pipeline import sample_images
+from mambagen.sample.config import SamplingConfig
 
 
 # ------------------------------------------------------------------------------------ metric math
@@ -113,7 +114,7 @@ def pipeline_dir(tmp_path_factory):
 
 
 def _spec(**kw):
-    return SampleSpec(**{"classes": (0, 3, 5), "per_class": 3, "seed": 7, "cfg_scale": 2.0, "top_k": 100, **kw})
+    return SampleSpec((0, 3, 5), 3, SamplingConfig(**{"seed": 7, "cfg_scale": 2.0, "top_k": 100, **kw}))
 
 
 def test_per_image_draws_greedy_equal_the_shared_samplers():
@@ -126,13 +127,13 @@ def test_per_image_draws_greedy_equal_the_shared_samplers():
             for p in gen.parameters():
                 p.add_(torch.randn_like(p) * 0.05)
         t = mambagen.create_tokenizer(tok).eval()
-        ref_images, ref_tokens = sample_images(gen, t, labels, cfg_scale=2.5, temperature=0.0)
-        images, tokens = sample_rows(gen, t, labels, [1, 2, 3], cfg_scale=2.5, temperature=0.0)
+        ref_images, ref_tokens = sample_images(gen, t, labels, SamplingConfig(cfg_scale=2.5, temperature=0.0))
+        images, tokens = sample_rows(gen, t, labels, [1, 2, 3], SamplingConfig(cfg_scale=2.5, temperature=0.0))
         assert torch.equal(tokens, ref_tokens), name
         torch.testing.assert_close(images, ref_images, atol=1e-4, rtol=0)   # batched vs per-image decode
         # sampled: a row's image depends on its own seed only, not on its batch mates
-        a, _ = sample_rows(gen, t, labels, [11, 12, 13], cfg_scale=2.5)
-        b, _ = sample_rows(gen, t, labels[[2]], [13], cfg_scale=2.5)
+        a, _ = sample_rows(gen, t, labels, [11, 12, 13], SamplingConfig(cfg_scale=2.5))
+        b, _ = sample_rows(gen, t, labels[[2]], [13], SamplingConfig(cfg_scale=2.5))
         assert torch.equal(a[2:], b), name
 
 
@@ -141,8 +142,8 @@ def test_per_image_draws_of_random_order_models_depend_on_their_own_seed_only():
     gen = mambagen.create_model("arpg-tiny", vocab_size=256, num_tokens=64).eval()
     t = mambagen.create_tokenizer("vq-tiny").eval()
     labels = torch.tensor([0, 1, 2])
-    a, ta = sample_rows(gen, t, labels, [11, 12, 13], cfg_scale=2.5)
-    b, tb = sample_rows(gen, t, labels[[2]], [13], cfg_scale=2.5)
+    a, ta = sample_rows(gen, t, labels, [11, 12, 13], SamplingConfig(cfg_scale=2.5))
+    b, tb = sample_rows(gen, t, labels[[2]], [13], SamplingConfig(cfg_scale=2.5))
     assert torch.equal(a[2:], b) and torch.equal(ta[2:], tb) and ta.shape == (3, 64)
     assert not torch.equal(ta[0], ta[1])
 
@@ -168,22 +169,19 @@ def test_sample_many_resumes_after_a_crash(pipeline_dir, tmp_path):
     sample_shard(pipe.generator, pipe.tokenizer, spec, tmp_path / "ref", batch_size=2, progress=False)
     want = np.load(pack_samples(tmp_path / "ref", spec))["arr_0"]
 
-    class Crashing:           # dies while sampling its second batch
-        def __init__(self, model):
-            self.model, self.prefills = model, 0
+    model, prefills = pipe.generator, []
 
-        def __getattr__(self, name):
-            return getattr(self.model, name)
-
-        def prefill(self, *a, **k):
-            self.prefills += 1
-            if self.prefills == 2:
-                raise RuntimeError("simulated crash")
-            return self.model.prefill(*a, **k)
+    def crashing_prefill(*a, **k):   # dies while sampling its second batch
+        prefills.append(1)
+        if len(prefills) == 2:
+            raise RuntimeError("simulated crash")
+        return type(model).prefill(model, *a, **k)
 
     out = tmp_path / "run"
+    model.prefill = crashing_prefill
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sample_shard(Crashing(pipe.generator), pipe.tokenizer, spec, out, batch_size=2, progress=False)
+        sample_shard(model, pipe.tokenizer, spec, out, batch_size=2, progress=False)
+    del model.prefill
     assert [p.name for p in (out / "shards").iterdir()] == ["shard_000000000.npz"]   # no torn files
     with pytest.raises(ValueError, match="missing"):
         pack_samples(out, spec)

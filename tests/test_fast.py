@@ -5,8 +5,12 @@ import pytest
 import torch
 
 import mambagen
-from mambagen.sample.fast import GraphedRasterSampler, sample_with_noise
+from mambagen.models.aim_fast import AiMFastDecode
+from mambagen.models.gpt import GPTFastDecode
+from mambagen.sample.fast import GraphedRasterSampler
+from mambagen.sample.logits import gumbel_max
 from mambagen.sample.raster import generate_raster
+from mambagen.sample.config import SamplingConfig
 
 
 def _perturbed_aim_tiny():
@@ -22,8 +26,9 @@ def _perturbed_aim_tiny():
 def test_fast_loop_greedy_equals_reference():
     model = _perturbed_aim_tiny()
     labels = torch.tensor([1, 2, 3])
-    ref = generate_raster(model, labels, cfg_scale=2.5, top_k=1).tokens
-    fast = GraphedRasterSampler(model, 3, cfg_scale=2.5, top_k=1, compile_blocks=False, graph=False)
+    ref = generate_raster(model, labels, SamplingConfig(cfg_scale=2.5, top_k=1)).tokens
+    fast = GraphedRasterSampler(model, AiMFastDecode, 3, SamplingConfig(cfg_scale=2.5, top_k=1), compile_blocks=False,
+                                graph=False)
     assert torch.equal(fast.generate(labels), ref)
     assert torch.equal(fast.generate(labels), ref)   # reusable: the cache is reset by the start
 
@@ -31,7 +36,7 @@ def test_fast_loop_greedy_equals_reference():
 def test_gumbel_max_samples_the_filtered_distribution():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(20000, 4)
     noise = torch.rand(20000, 4, generator=torch.Generator().manual_seed(0))
-    draws = sample_with_noise(logits, noise, 1.0, 0, 0.7)
+    draws = gumbel_max(logits, noise, 1.0, 0, 0.7)
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
 
@@ -42,13 +47,14 @@ def test_gpt_fast_loop_with_device_index_equals_reference():
     with torch.no_grad():
         model.output.weight.normal_(std=0.5)   # the official zero head would tie every logit
     labels = torch.tensor([1, 2])
-    ref = generate_raster(model, labels, cfg_scale=2.0, top_k=1).tokens
-    fast = GraphedRasterSampler(model, 2, cfg_scale=2.0, top_k=1, compile_blocks=False, graph=False)
+    ref = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0, top_k=1)).tokens
+    fast = GraphedRasterSampler(model, GPTFastDecode, 2, SamplingConfig(cfg_scale=2.0, top_k=1), compile_blocks=False,
+                                graph=False)
     assert torch.equal(fast.generate(labels), ref)
 
 
 def test_aim_step_with_deferred_residuals_equals_model_step():
-    from mambagen.sample.fast import aim_step
+    from mambagen.models.aim_fast import aim_step
     model = _perturbed_aim_tiny()
     with torch.no_grad():
         labels = torch.tensor([1, 2])
@@ -63,7 +69,7 @@ def test_arpg_compiled_block_steps_equal_reference():
     GPU sampler then captures the whole call): same greedy tokens, close logits, few compilations."""
     import torch._dynamo
     from torch._dynamo.utils import counters
-    from mambagen.sample.fast import compiled_block_step
+    from mambagen.models.arpg import ARPGFastCall
     from mambagen.sample.random_order import generate_random_order
     torch.manual_seed(0)
     model = mambagen.create_model("arpg-tiny").eval()
@@ -73,9 +79,8 @@ def test_arpg_compiled_block_steps_equal_reference():
     order = torch.randperm(model.config.num_tokens)
     torch._dynamo.reset()
     counters.clear()
-    steps = compiled_block_step(model)
-    run = lambda bs: generate_random_order(model, labels, num_iter=8, cfg_scale=2.0, top_k=1, order=order,
-                                           return_logits=True, block_steps=bs)
+    steps = ARPGFastCall(model).block_steps
+    run = lambda bs: generate_random_order(model, labels, SamplingConfig(steps=8, cfg_scale=2.0, top_k=1), order=order, return_logits=True, block_steps=bs)
     ref, fast = run(None), run(steps)
     assert ref.tokens_per_step == [2, 1, 1, 2, 1, 2, 2, 5]    # 1, 2 and 5 tokens / queries per step
     assert torch.equal(fast.tokens, ref.tokens)
@@ -93,19 +98,21 @@ def test_sample_images_dispatches_to_a_kept_fast_sampler(monkeypatch):
     model = _perturbed_aim_tiny()
     tok = create_tokenizer("vq-tiny").eval()
     labels = torch.tensor([1, 2, 3])
-    ref_img, ref_tok = pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=False)
-    img, tokens = pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=True)
+    ref_img, ref_tok = pipeline.sample_images(model, tok, labels, SamplingConfig(cfg_scale=2.5, temperature=0.0), fast=False)
+    img, tokens = pipeline.sample_images(model, tok, labels, SamplingConfig(cfg_scale=2.5, temperature=0.0), fast=True)
     assert torch.equal(tokens, ref_tok) and torch.equal(img, ref_img)
     kept = pipeline._FAST_SAMPLERS[model]
     assert len(kept) == 1 and isinstance(next(iter(kept.values())), GraphedRasterSampler)
-    pipeline.sample_images(model, tok, labels, cfg_scale=2.5, temperature=0.0, fast=True)
+    pipeline.sample_images(model, tok, labels, SamplingConfig(cfg_scale=2.5, temperature=0.0), fast=True)
     assert len(pipeline._FAST_SAMPLERS[model]) == 1                      # reused, not rebuilt
 
 
 def test_whole_call_sampler_needs_cuda():
     from mambagen.sample.graphs import GraphedCallSampler
     with pytest.raises(ValueError, match="CUDA"):
-        GraphedCallSampler(mambagen.create_model("arpg-tiny"), 2, cfg_scale=2.0)
+        from mambagen.models.arpg import ARPGFastCall
+        model = mambagen.create_model("arpg-tiny")
+        GraphedCallSampler(model, 2, lambda *a: None, ARPGFastCall(model, compile_blocks=False))
 
 
 def test_mvar_sampling_on_the_fast_path_equals_reference(monkeypatch):
@@ -115,7 +122,7 @@ def test_mvar_sampling_on_the_fast_path_equals_reference(monkeypatch):
     import torch._dynamo
     from torch._dynamo.utils import counters
     from mambagen.layers import mamba2
-    from mambagen.sample.fast import compiled_block_step
+    from mambagen.models.mvar import MVARFastCall
     from mambagen.sample.scales import generate_scales
     torch.manual_seed(0)
     model = mambagen.create_model("mvar-tiny").eval()
@@ -124,16 +131,42 @@ def test_mvar_sampling_on_the_fast_path_equals_reference(monkeypatch):
             p.add_(torch.randn_like(p) * 0.05)
     tok = mambagen.create_tokenizer("msvq-tiny").eval()
     labels = torch.tensor([1, 2, 3])
-    run = lambda step: generate_scales(model, tok.quantize, labels, cfg=1.5, top_k=1, return_logits=True,
-                                       block_step=step)
+    run = lambda step: generate_scales(model, tok.quantize, labels, SamplingConfig(cfg_scale=1 + 1.5, top_k=1), return_logits=True, block_step=step)
     ref = run(None)
     monkeypatch.setattr(mamba2, "COMPILED_MIN_LEN", 9)
     torch._dynamo.reset()
     counters.clear()
-    for impl, step in (("fast", None), ("compiled", compiled_block_step(model))):
+    for impl, step in (("fast", None), ("compiled", MVARFastCall(model).block_steps)):
         with mamba2.scan_impl(model, impl, chunk=4):
             fast = run(step)
         assert all(torch.equal(a, b) for a, b in zip(fast.indices, ref.indices)), impl
         for a, b in zip(fast.logits, ref.logits):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert counters["stats"]["unique_graphs"] == 2          # the blocks of scales 3x3 and 4x4
+
+
+def test_per_row_streams_fast_raster_equals_reference_and_ignores_batch_mates():
+    """Under RowStreams the graphed step sampler (here eager, on CPU) draws the reference loop's own
+    numbers: the same sampled tokens, and a row's tokens depend on its seed only."""
+    from mambagen.sample.streams import RowStreams
+    model = _perturbed_aim_tiny()
+    labels = torch.tensor([1, 2, 3])
+    s = SamplingConfig(cfg_scale=2.5, top_k=50, temperature=1.2)
+    rng = RowStreams.from_seeds([11, 12, 13])
+    ref = generate_raster(model, labels, s, rng).tokens
+    fast = GraphedRasterSampler(model, AiMFastDecode, 3, s, rows=True, compile_blocks=False, graph=False)
+    assert torch.equal(fast.generate(labels, rng), ref)
+    alone = generate_raster(model, labels[2:], s, RowStreams.from_seeds([13])).tokens
+    assert torch.equal(alone, ref[2:]) and not torch.equal(ref[0], ref[1])
+    with pytest.raises(ValueError, match="per-row streams"):
+        fast.generate(labels, torch.Generator().manual_seed(0))
+
+
+def test_family_options_of_other_families_are_refused():
+    from mambagen.sample.pipeline import Sampler
+    model = _perturbed_aim_tiny()
+    tok = mambagen.create_tokenizer("vq-tiny")
+    with pytest.raises(ValueError, match="steps: not an option of aim sampling"):
+        Sampler(model, tok, SamplingConfig(steps=8))
+    with pytest.raises(ValueError, match="does not fit a aim generator"):
+        Sampler(model, mambagen.create_tokenizer("msvq-tiny"), SamplingConfig())

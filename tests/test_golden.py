@@ -5,7 +5,7 @@ not implemented yet are skipped, by name.
 """
 import pytest
 
-from mambagen.parity import check, discover, golden_dir, load_fixture
+from parity import check, discover, golden_dir, load_fixture
 
 FIXTURES = discover()
 

@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 
 from mambagen.convert.aim import export_aim_state_dict
 from mambagen.models.aim import AiM, AiMConfig
-from mambagen.parity import check, discover, load_fixture
+from parity import check, discover, load_fixture
 from mambagen.sample.raster import generate_raster
+from mambagen.sample.config import SamplingConfig
 
 OFFICIAL_CONFIGS = {
     "aim_ngroups2_group3": dict(d_model=48, n_layer=3, vocab_size=100, num_classes=5, num_tokens=9,
@@ -40,7 +41,7 @@ def _write_aim_fixture(folder, name, official):
     gen_labels = torch.tensor([1, 2])
     with torch.no_grad():
         logits, _ = model(codes, labels)
-        res = generate_raster(model, gen_labels, cfg_scale=2.5, top_k=1, return_logits=True)
+        res = generate_raster(model, gen_labels, SamplingConfig(cfg_scale=2.5, top_k=1), return_logits=True)
     tensors = {f"state.{k}": v.half() for k, v in export_aim_state_dict(model.state_dict()).items()
                if k != "lm_head.weight"}  # released weights store the tied head once
     tensors.update({"in.codes": codes, "in.labels": labels, "in.gen_labels": gen_labels,

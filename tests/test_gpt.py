@@ -9,11 +9,12 @@ from safetensors.torch import save_file
 from mambagen.convert.gpt import (convert_gpt_state_dict, gpt_config_from_official, infer_official_config,
                                   load_official_gpt)
 from mambagen.io import CheckpointError
-from mambagen.models.gpt import GPT, SIZES, GPTConfig
-from mambagen.parity import check, load_fixture
+from mambagen.models.gpt import FAMILY, GPT, GPTConfig
+from parity import check, load_fixture
 from mambagen.sample.raster import generate_raster
+from mambagen.sample.config import SamplingConfig
 
-TINY = SIZES["gpt-tiny"][0]
+TINY = FAMILY.sizes["gpt-tiny"].config
 
 
 def tiny(**kw):
@@ -36,7 +37,7 @@ def decode_teacher_forced(model, codes, labels):
 
 @pytest.mark.parametrize("name", ["gpt-b", "gpt-l", "gpt-xl"])
 def test_official_parameter_counts(name):
-    values, official = SIZES[name]
+    values, official = FAMILY.sizes[name].config, FAMILY.sizes[name].official_params
     with torch.device("meta"):
         model = GPT(GPTConfig(**values))
     assert sum(p.numel() for p in model.parameters()) == official
@@ -109,17 +110,15 @@ def test_overfit_one_batch_loss_falls():
 def test_cfg_sampling_is_seeded_and_keeps_prefix():
     model = tiny()
     labels = torch.tensor([0, 5])
-    a = generate_raster(model, labels, cfg_scale=2.0, top_k=20, top_p=0.9, temperature=1.1,
-                        generator=torch.Generator().manual_seed(1))
-    b = generate_raster(model, labels, cfg_scale=2.0, top_k=20, top_p=0.9, temperature=1.1,
-                        generator=torch.Generator().manual_seed(1))
+    a = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0, top_k=20, top_p=0.9, temperature=1.1), torch.Generator().manual_seed(1))
+    b = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0, top_k=20, top_p=0.9, temperature=1.1), torch.Generator().manual_seed(1))
     assert a.tokens.shape == (2, 16) and torch.equal(a.tokens, b.tokens)
-    c = generate_raster(model, labels, cfg_scale=2.0, prefix=a.tokens[:, :5], generator=torch.Generator().manual_seed(2))
+    c = generate_raster(model, labels, SamplingConfig(cfg_scale=2.0), torch.Generator().manual_seed(2), prefix=a.tokens[:, :5])
     assert torch.equal(c.tokens[:, :5], a.tokens[:, :5])
-    greedy = generate_raster(model, labels, cfg_scale=3.0, top_k=1, return_logits=True)
+    greedy = generate_raster(model, labels, SamplingConfig(cfg_scale=3.0, top_k=1), return_logits=True)
     assert torch.equal(greedy.tokens, greedy.step_logits.argmax(-1))
     with pytest.raises(ValueError, match="class id 11 is out of range"):
-        generate_raster(model, torch.tensor([11]))
+        generate_raster(model, torch.tensor([11]), SamplingConfig())
 
 
 def test_convert_cleans_and_rejects_foreign_keys():
@@ -145,7 +144,7 @@ def test_official_config_mapping():
 
 def test_config_inferred_from_official_shapes():
     with torch.device("meta"):
-        state = GPT(GPTConfig(**SIZES["gpt-l"][0])).state_dict()
+        state = GPT(GPTConfig(**FAMILY.sizes["gpt-l"].config)).state_dict()
     assert infer_official_config(state) == dict(dim=1024, n_layer=24, n_head=16, n_kv_head=None, vocab_size=16384,
                                                 block_size=256, num_classes=1000, class_dropout_prob=0.1)
     with torch.device("meta"):

@@ -12,6 +12,8 @@ from mambagen.layers.mamba2 import Mamba2  # noqa: E402
 from mambagen.models.aim import AiM, AiMConfig  # noqa: E402
 from mambagen.sample.fast import GraphedRasterSampler  # noqa: E402
 from mambagen.sample.raster import generate_raster  # noqa: E402
+from mambagen.sample.config import SamplingConfig  # noqa: E402
+from mambagen.models.aim_fast import AiMFastDecode  # noqa: E402
 
 
 @pytest.mark.parametrize("options", [
@@ -66,7 +68,7 @@ def test_skinny_linear_equals_linear(split, scale):
 def test_fused_sampler_greedy_equals_reference(ngroups):
     """The whole fused path: graphed-start class step, fused kernel, split-K out_proj with the norm's
     1/rms applied by the next block; greedy tokens equal the reference sampler's."""
-    from mambagen.sample.fast import _out_proj_block_k
+    from mambagen.models.aim_fast import _out_proj_block_k
     torch.manual_seed(0)
     model = AiM(AiMConfig(d_model=64, n_layer=2, vocab_size=64, num_classes=4, num_tokens=9, d_state=8,
                           headdim=32, ngroups=ngroups, adaln_groups=2)).eval()   # small: the interpreter is slow
@@ -75,7 +77,8 @@ def test_fused_sampler_greedy_equals_reference(ngroups):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     labels = torch.tensor([1, 2])
-    ref = generate_raster(model, labels, cfg_scale=2.5, top_k=1).tokens
-    fast = GraphedRasterSampler(model, 2, cfg_scale=2.5, top_k=1, compile_blocks=False, graph=False, fused=True)
-    assert fast.cache.layers[0].conv_pair is not None
+    ref = generate_raster(model, labels, SamplingConfig(cfg_scale=2.5, top_k=1)).tokens
+    fast = GraphedRasterSampler(model, AiMFastDecode, 2, SamplingConfig(cfg_scale=2.5, top_k=1), compile_blocks=False,
+                                graph=False, fused=True)
+    assert fast.decode.cache.layers[0].conv_pair is not None
     assert torch.equal(fast.generate(labels), ref)

@@ -9,7 +9,7 @@ from mambagen.checkpoint import load_tokenizer
 from mambagen.convert.var_vqvae import (convert_var_vqvae_state_dict, load_official_var_quantizer,
                                         load_official_var_vqvae, msvq_config_from_official)
 from mambagen.io import CheckpointError
-from mambagen.parity import DEFAULT_DIR, check, load_fixture
+from parity import DEFAULT_DIR, check, load_fixture
 from mambagen.tokenizers.msvq import MSVQ_CONFIGS, MSVQConfig, MSVQModel, MultiScaleQuantizer, create_msvq
 
 

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import mambagen.train.tokenizer as tt
+from mambagen.cli.train import add_train_tokenizer
 from mambagen.checkpoint import load_tokenizer
 from mambagen.io import CheckpointError, load_safetensors, save_safetensors
 from mambagen.metrics import codebook_usage, psnr, ssim
@@ -239,7 +240,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(data, tmp_path, m
 
 def test_cli_options_and_help(capsys):
     parser = argparse.ArgumentParser(prog="mambagen")
-    tt.add_cli(parser.add_subparsers(dest="command"))
+    add_train_tokenizer(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train-tokenizer", "--data", "d", "--out", "o", "--steps", "7", "--betas", "0.4", "0.8",
                               "--no-random-flip", "--perceptual-weights", "w.pt", "--gan-weight", "0.5"])
     fields = {f for f in tt.TokenizerTrainConfig.__dataclass_fields__}

@@ -7,6 +7,7 @@ import mambagen
 from mambagen.layers.attention import VARAttention
 from mambagen.models.registry import count_params, create_model, get_spec, list_models
 from mambagen.sample.scales import generate_scales, scale_masks
+from mambagen.sample.config import SamplingConfig
 
 
 def _pair(family, seed=0):
@@ -33,8 +34,7 @@ def test_scale_by_scale_decoding_equals_full_recomputation(family):
     recomputes the whole prefix. The logits of every scale must equal a full forward over the result."""
     model, tok = _pair(family)
     labels = torch.tensor([1, 4, 10])
-    res = generate_scales(model, tok.quantize, labels, cfg=0.0, top_k=0, return_logits=True,
-                          generator=torch.Generator().manual_seed(0))
+    res = generate_scales(model, tok.quantize, labels, SamplingConfig(cfg_scale=1 + 0.0, top_k=0), torch.Generator().manual_seed(0), return_logits=True)
     ids = torch.cat(res.indices, dim=1)
     x_BLCv = tok.quantize.idx_to_var_input(res.indices)
     logits, _ = model(ids, labels, x_BLCv)
@@ -59,8 +59,7 @@ def test_inpainting_keeps_every_known_token():
     region = torch.zeros(16, 16, dtype=torch.bool)
     region[4:12, 4:12] = True                           # regenerate the centre
     regen = scale_masks(region, model.config.patch_nums)
-    res = generate_scales(model, tok.quantize, torch.tensor([2, 3]), cfg=1.0, known=known, regenerate=regen,
-                          generator=torch.Generator().manual_seed(1))
+    res = generate_scales(model, tok.quantize, torch.tensor([2, 3]), SamplingConfig(cfg_scale=1 + 1.0), torch.Generator().manual_seed(1), known=known, regenerate=regen)
     for si, (got, ref, r) in enumerate(zip(res.indices, known, regen)):
         assert torch.equal(got[:, ~r], ref[:, ~r]), si
     assert not regen[-1].all() and regen[-1].any()

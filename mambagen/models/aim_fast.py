@@ -72,7 +72,7 @@ def _aim_blocks(model, x, cache, index, block_step):
     pending = None
     for blk, mod, lc in zip(model.blocks, cache.mods, cache.layers):
         x, pending = block_step(blk, x, pending, mod, lc.conv, lc.ssm, lc.conv_pair, index)
-    return model._head(x + _residual_update(model.blocks[-1].mixer, *pending), cache.final)
+    return model.head_logits(x + _residual_update(model.blocks[-1].mixer, *pending), cache.final)
 
 
 def aim_step(model, tokens, cache, index, block_step=_aim_block_step):

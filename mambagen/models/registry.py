@@ -40,9 +40,9 @@ def get_family(name: str) -> Family:
 
 
 def family_of(model: nn.Module) -> Family:
-    """The record of a model's family (exact class: a subclass is a family of its own)."""
+    """The record of a model's family (also through wrappers that subclass it, e.g. FSDP's)."""
     for family in FAMILIES.values():
-        if type(model) is family.model:
+        if isinstance(model, family.model):
             return family
     raise TypeError(f"not a registered model family: {type(model).__qualname__} (families: {', '.join(FAMILIES)})")
 

@@ -62,8 +62,10 @@ class GraphedRasterSampler:
         if self.guided:
             cond, uncond = logits.float().chunk(2)
             logits = cfg_combine(cond, uncond, s.cfg_scale)
-            if s.cfg_interval > -1:                       # LlamaGen: conditional only after the interval
-                logits = torch.where(torch.as_tensor(t, device=logits.device) > s.cfg_interval + 1, cond, logits)
+            if s.cfg_interval > -1 and isinstance(t, int):    # LlamaGen: conditional only after the interval
+                logits = cond if t > s.cfg_interval + 1 else logits
+            elif s.cfg_interval > -1:
+                logits = torch.where(t > s.cfg_interval + 1, cond, logits)
         noise = self.streams.uniform(t, (logits.shape[-1],)) if self.rows and not s.greedy else self.noise
         tok = gumbel_max(logits, noise, s.temperature, s.top_k, s.top_p)
         self.tok_in.copy_(torch.cat([tok, tok]) if self.guided else tok)

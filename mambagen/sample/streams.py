@@ -29,6 +29,24 @@ def splitmix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _srl(x, 31)
 
 
+def _splitmix64_int(x: int) -> int:
+    """`splitmix64` on a Python int (mod 2^64), returned as the int64 it is bit for bit."""
+    m = (1 << 64) - 1
+    x &= m
+    x = ((x ^ (x >> 30)) * (_M1 & m)) & m
+    x = ((x ^ (x >> 27)) * (_M2 & m)) & m
+    x ^= x >> 31
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _draw_key(draw, device) -> torch.Tensor | int:
+    """The key of draw `draw`: from a Python int on the host (no device copy, so it can be recorded in a CUDA
+    graph), or from a 0-d device tensor (a graph's step counter) on the device; the same value either way."""
+    if isinstance(draw, int):
+        return _splitmix64_int(draw * _DRAW + _GOLDEN)
+    return splitmix64(draw.to(device=device, dtype=torch.long) * _DRAW + _GOLDEN)
+
+
 class RowStreams:
     """rng = RowStreams.from_seeds([s0, s1, ...], device); u = rng.uniform(draw, (k, V)) -> (B, k, V)."""
 
@@ -49,9 +67,7 @@ class RowStreams:
         n = 1
         for d in shape:
             n *= d
-        key = splitmix64(self.seeds + _GOLDEN)                                 # (B,)
-        key = splitmix64(key ^ (splitmix64(torch.as_tensor(draw, dtype=torch.long, device=key.device) * _DRAW
-                                           + _GOLDEN)))
+        key = splitmix64(splitmix64(self.seeds + _GOLDEN) ^ _draw_key(draw, self.seeds.device))     # (B,)
         element = torch.arange(n, dtype=torch.long, device=key.device) * _GOLDEN
         return splitmix64(key[:, None] + element).view(len(self), *shape)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ..convert.arpg import load_official_arpg
-from ..sample.random_order import generate_random_order
+from mambagen.convert.arpg import load_official_arpg
+from mambagen.sample.config import SamplingConfig
+from mambagen.sample.random_order import generate_random_order
 
 
-def run_arpg(fixture) -> dict[str, torch.Tensor]:
+def run(fixture) -> dict[str, torch.Tensor]:
     model = load_official_arpg(fixture.state(), fixture.meta["config"])
     N = model.config.num_tokens
     out = {}
@@ -28,11 +29,12 @@ def run_arpg(fixture) -> dict[str, torch.Tensor]:
         labels = fixture.tensors.get(f"in.{name}.labels", fixture.tensors.get("in.gen_labels"))
         recorded = fixture.tensors.get(f"out.{name}.orders")
         order = None if recorded is None else recorded - 1          # official values are RoPE rows 1..N
-        res = generate_random_order(
-            model, labels, num_iter=a.get("num_iter", 64), schedule=a.get("sample_schedule", "arccos"),
+        sampling = SamplingConfig(
+            steps=a.get("num_iter", 64), schedule=a.get("sample_schedule", "arccos"),
             cfg_scale=a.get("guidance_scale", 4.0), cfg_schedule=a.get("cfg_schedule", a.get("schedule", "linear")),
-            temperature=a.get("temperature", 1.0), top_k=a.get("top_k", 0), top_p=a.get("top_p", 1.0),
-            order=order, generator=torch.Generator().manual_seed(0), return_logits=True)
+            temperature=a.get("temperature", 1.0), top_k=a.get("top_k", 0), top_p=a.get("top_p", 1.0))
+        res = generate_random_order(model, labels, sampling, torch.Generator().manual_seed(0), order=order,
+                                    return_logits=True)
         for what, ours in (("tokens_per_step", res.tokens_per_step), ("cfg_scale_per_step", res.cfg_scales)):
             if what in run and [float(x) for x in run[what]] != [float(x) for x in ours]:
                 raise AssertionError(f"{name}: {what} {ours} != official {run[what]}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..convert.gpt import load_official_gpt
-from ..sample.logits import cfg_combine, sample_logits
-from ..sample.raster import generate_raster
+from mambagen.convert.gpt import load_official_gpt
+from mambagen.sample.config import SamplingConfig
+from mambagen.sample.raster import generate_raster
 
 
 def _official_sampling(args: dict, vocab: int) -> dict:
@@ -22,26 +22,7 @@ def _official_sampling(args: dict, vocab: int) -> dict:
                 top_k=min(top_k, vocab) if top_k > 0 else 0, top_p=top_p if 0 < top_p < 1 else 1.0)
 
 
-@torch.no_grad()
-def _generate_cfg_interval(model, labels, cfg_scale: float, interval: int, sampling: dict):
-    """The official loop with `cfg_interval > -1`: token t is guided while t <= interval + 1 (the
-    prefill always is); later tokens use the conditional logits. Both halves get the same token."""
-    B, N = labels.shape[0], model.config.num_tokens
-    cache = model.allocate_cache(2 * B)
-    logits = model.prefill(torch.cat([labels, torch.full_like(labels, model.config.num_classes)]), cache)
-    tokens, used = [], []
-    for t in range(N):
-        cond, uncond = logits.chunk(2)
-        guided = cfg_combine(cond, uncond, cfg_scale) if t <= interval + 1 else cond
-        tok = sample_logits(guided, **sampling)
-        tokens.append(tok)
-        used.append(guided)
-        if t + 1 < N:
-            logits = model.step(torch.cat([tok, tok]), cache, t)
-    return torch.stack(tokens, 1), torch.stack(used, 1)
-
-
-def run_gpt(fixture) -> dict[str, torch.Tensor]:
+def run(fixture) -> dict[str, torch.Tensor]:
     model = load_official_gpt(fixture.state(), fixture.meta["config"])
     expected, out = fixture.expected, {}
 
@@ -60,13 +41,10 @@ def run_gpt(fixture) -> dict[str, torch.Tensor]:
         sampling = _official_sampling(args, model.config.vocab_size)
         cfg = float(args.get("cfg_scale", 1.0))
         cfg = cfg if cfg > 1.0 else 1.0                                # official: guidance only when > 1
-        interval = args.get("cfg_interval", -1)
-        if cfg > 1.0 and interval > -1:
-            tokens, step_logits = _generate_cfg_interval(model, labels, cfg, interval, sampling)
-        else:
-            res = generate_raster(model, labels, cfg_scale=cfg, return_logits=True,
-                                  generator=torch.Generator().manual_seed(0), **sampling)
-            tokens, step_logits = res.tokens, res.step_logits
+        interval = args.get("cfg_interval", -1) if cfg > 1.0 else -1   # official: token t guided while t <= interval + 1
+        res = generate_raster(model, labels, SamplingConfig(cfg_scale=cfg, cfg_interval=interval, **sampling),
+                              torch.Generator().manual_seed(0), return_logits=True)
+        tokens, step_logits = res.tokens, res.step_logits
         n = args.get("max_new_tokens", tokens.shape[1])                # official returns the new tokens only
         exp_tokens = expected.get("out.gen_tokens")
         out["out.gen_tokens"] = tokens[:, :n].to(exp_tokens.dtype if exp_tokens is not None else torch.int32)

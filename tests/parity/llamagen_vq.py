@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from ..convert.llamagen_vq import load_official_llamagen_vq
+from mambagen.convert.llamagen_vq import load_official_llamagen_vq
 
 
-def run_llamagen_vq(fixture) -> dict[str, torch.Tensor]:
+def run(fixture) -> dict[str, torch.Tensor]:
     model = load_official_llamagen_vq(fixture.state(), fixture.meta["config"], fixture.meta.get("arch_overrides"))
     images = fixture.input("images").float()  # (B, 3, H, W)
     with torch.no_grad():

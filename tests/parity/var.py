@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from ..convert.var import load_official_var
-from ..sample.scales import generate_scales
+from mambagen.convert.var import load_official_var
+from mambagen.sample.config import SamplingConfig
+from mambagen.sample.scales import generate_scales
 
 
 def _vae_parts(fixture):
     """(quantizer, full VQVAE or None) for the fixture's VAE: the sibling var_vqvae fixture when
     present (config + all weights), else the quantizer tensors repeated under aux.vae.quantize.*."""
-    from ..convert.var_vqvae import load_official_var_quantizer, load_official_var_vqvae
+    from mambagen.convert.var_vqvae import load_official_var_quantizer, load_official_var_vqvae
 
     name = fixture.meta.get("vae_fixture")
     if name and (fixture.folder / f"{name}.json").exists():
@@ -31,7 +32,7 @@ def _vae_parts(fixture):
     return load_official_var_quantizer(aux, vq_cfg), None
 
 
-def run_var(fixture) -> dict[str, torch.Tensor]:
+def run(fixture) -> dict[str, torch.Tensor]:
     quantizer, vae = _vae_parts(fixture)
     V, Cvae = quantizer.embedding.weight.shape
     model = load_official_var(fixture.kind, fixture.state(), fixture.meta["config"], vocab_size=V, Cvae=Cvae)
@@ -41,10 +42,11 @@ def run_var(fixture) -> dict[str, torch.Tensor]:
     if "in.gen_labels" in fixture.tensors:
         args = fixture.meta.get("generate_args", {})
         top_p = args.get("top_p", 0.0)
-        res = generate_scales(model, quantizer, fixture.input("gen_labels"), cfg=args.get("cfg", 1.5),
-                              top_k=args.get("top_k", 0), top_p=top_p if 0 < top_p <= 1 else 1.0,
-                              generator=torch.Generator().manual_seed(args.get("g_seed", 0)),
-                              more_smooth=args.get("more_smooth", False), return_logits=True)
+        # the official `cfg` is t at the last scale: our guidance scale is 1 + cfg
+        sampling = SamplingConfig(cfg_scale=1 + args.get("cfg", 1.5), top_k=args.get("top_k", 0),
+                                  top_p=top_p if 0 < top_p <= 1 else 1.0, more_smooth=args.get("more_smooth", False))
+        res = generate_scales(model, quantizer, fixture.input("gen_labels"), sampling,
+                              torch.Generator().manual_seed(args.get("g_seed", 0)), return_logits=True)
         for si, (idx, lg) in enumerate(zip(res.indices, res.logits)):
             out[f"out.gen.idx.{si}"] = idx
             out[f"out.gen.logits.{si}"] = lg

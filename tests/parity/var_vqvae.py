@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..convert.var_vqvae import load_official_var_quantizer, load_official_var_vqvae
-from ..tokenizers.msvq import MultiScaleQuantizer
+from mambagen.convert.var_vqvae import load_official_var_quantizer, load_official_var_vqvae
+from mambagen.tokenizers.msvq import MultiScaleQuantizer
 
 
 def quantizer_outputs(quantizer: MultiScaleQuantizer, f_BChw: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,3 +55,8 @@ def run_var_quant(fixture) -> dict[str, torch.Tensor]:
     quantizer = load_official_var_quantizer(fixture.state(), meta["config"], meta.get("arch_overrides"))
     with torch.no_grad():
         return quantizer_outputs(quantizer, fixture.input("f").float())
+
+
+def run(fixture) -> dict[str, torch.Tensor]:
+    """`var_vqvae` fixtures (the whole VQVAE) and `var_quant` fixtures (its quantizer alone)."""
+    return (run_var_quant if fixture.kind == "var_quant" else run_var_vqvae)(fixture)

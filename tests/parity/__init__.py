@@ -17,22 +17,19 @@ from pathlib import Path
 
 import torch
 
-from ..io import load_safetensors
+from mambagen.io import load_safetensors
 
-# kind -> "module:function", imported on first use so one family's import error
-# never hides the others.
-RUNNERS = {
-    "aim": "mambagen.parity.aim:run_aim",
-    "llamagen_vq": "mambagen.parity.llamagen_vq:run_llamagen_vq",
-    "var_vqvae": "mambagen.parity.var_vqvae:run_var_vqvae",
-    "var": "mambagen.parity.var:run_var",
-    "mvar": "mambagen.parity.var:run_var",
-    "var_quant": "mambagen.parity.var_vqvae:run_var_quant",
-    "gpt": "mambagen.parity.gpt:run_gpt",
-    "arpg": "mambagen.parity.arpg:run_arpg",
-}
+def runner_module(kind: str) -> str | None:
+    """The module (under tests/parity) of the runner that answers fixtures of `kind`, or None."""
+    from mambagen.models.registry import family_for_fixture
+    from mambagen.tokenizers import KINDS
+    family = family_for_fixture(kind)
+    if family is not None:
+        return family.name
+    return next((k.official for k in KINDS.values() if kind in k.parity), None)
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "golden"
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 
 
 @dataclass
@@ -92,12 +89,10 @@ def load_fixture(json_path: str | os.PathLike) -> Fixture:
 
 
 def runner_for(kind: str):
-    """The run function for `kind`, or None when this family is not implemented yet."""
-    target = RUNNERS.get(kind)
-    if target is None:
-        return None
-    module, fn = target.split(":")
-    return getattr(importlib.import_module(module), fn)
+    """The run function for `kind`, or None when no family record claims it (imported on first use,
+    so one family's import error never hides the others)."""
+    module = runner_module(kind)
+    return None if module is None else importlib.import_module(f"{__name__}.{module}").run
 
 
 def tolerance(fixture: Fixture, name: str, expected: torch.Tensor) -> float:
