@@ -54,7 +54,7 @@ def generation_setting(model, cfg_scale: float):
     from .tokenizers import KINDS
     family, p = family_of(model), next(model.parameters())
     tokenizer = KINDS[family.tokenizer].shaped(model.config).to(device=p.device, dtype=p.dtype).eval()
-    return SamplingConfig(cfg_scale=cfg_scale, top_k=0, **family.official_sampling), tokenizer
+    return SamplingConfig(**{"cfg_scale": cfg_scale, "top_k": 0, **family.official_sampling}), tokenizer
 
 
 def _generation_run(model, tokenizer, sampling, batch: int, path: str, rng):
