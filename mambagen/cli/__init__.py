@@ -6,7 +6,8 @@
     bench     bench
 
 Handlers parse, call the library and print; bad input raises ValueError (or a CheckpointError), which
-`main` prints as one line and turns into exit status 2.
+`main` prints as one line and turns into exit status 2; a diverged training run prints its one line
+(naming the last good checkpoint) and exits 1.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import sys
 
 from ..io import CheckpointError
+from ..train.plumbing import TrainingDiverged
 from . import bench, convert, data, evaluate, info, sample, train
 
 GROUPS = (info, sample, convert, data, train, bench, evaluate)
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from ..train.loop import TrainConfig, train
-from ..train.tokenizer import (TOKENIZER_NAMES, TokenizerTrainConfig, TrainingDivergedError, latest_checkpoint,
+from ..train.tokenizer import (TOKENIZER_NAMES, TokenizerTrainConfig, latest_checkpoint,
                                train_tokenizer)
 from .common import FMT
 
@@ -36,7 +36,7 @@ def add_train(subparsers) -> None:
         "eval_every": "held-out bits/token and a sample grid every N steps", "seed": "seed of init, data order, drops",
         "lr": "peak learning rate per 256 images (scaled linearly with --batch-size)",
         "min_lr_ratio": "cosine decay ends at lr x this", "weight_decay": "AdamW weight decay (matrices only)",
-        "grad_clip": "gradient-norm clip", "ema": "EMA decay of the weights (0 = off; e.g. 0.9999)",
+        "grad_clip": "max gradient norm (0 = no clipping)", "ema": "EMA decay of the weights (0 = off; e.g. 0.9999)",
         "sample_cfg": "CFG scale of the periodic sample grids",
     }
     for name, kind in [(n, int) for n in ("steps", "batch_size", "grad_accum", "warmup", "ckpt_every", "keep_last",
@@ -76,8 +76,6 @@ def _cmd_train_tokenizer(args) -> None:
     _console_logging()
     try:
         path = train_tokenizer(cfg)
-    except TrainingDivergedError as e:
-        raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted; continue with --resume (last checkpoint: {latest_checkpoint(cfg.out)})") \
             from None

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, load_tokenizer, save_model
 from ..data.tokens import TokenDataset
-from ..io import atomic_path, load_safetensors, load_torch_file, write_json
+from ..io import load_safetensors, write_json
 from ..layers.embed import drop_labels
 from ..layers.mamba2 import set_scan_chunk
 from ..models.registry import create_model, family_of, family_of_size
@@ -27,11 +27,10 @@ from .memory import checkpoint_blocks
 from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
                    unwrap, wrap_model)
 from .logging import RunLogger
-from .optim import lr_at, make_optimizer, scaled_lr
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+from .optim import make_optimizer, scaled_lr
+from .plumbing import (CheckpointFolders, full_tensor, autocast_for, clip_gradients, diverged, ema_init, ema_update, lr_at,
+                       read_train_state, rng_state, set_rng_state, write_train_state)
+from .plumbing import TrainingDiverged  # noqa: F401  (what `train` raises; imported from here by callers)
 
 
 @dataclass
@@ -95,9 +94,9 @@ def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
     return ((seed * 1_000_003 + step) * 4099 + rank) * 131 + micro
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    """Complete training checkpoints, oldest first (train_state.pt is written last)."""
-    return sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "train_state.pt").exists())
+def checkpoint_folders(out: Path) -> CheckpointFolders:
+    """out/checkpoints/step_<8 digits>/."""
+    return CheckpointFolders(out / "checkpoints", width=8)
 
 
 def _make_model(cfg: TrainConfig, data: TokenDataset):
@@ -128,10 +127,6 @@ def training_quantizer(family, tokenizer):
         raise ValueError(f"{family.name} training needs --tokenizer: the {family.tokenizer} tokenizer the tokens came "
                          "from (its quantizer builds the teacher-forcing input)")
     return tokenizer.quantize.requires_grad_(False)
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if hasattr(t, "full_tensor") else t   # FSDP shards -> whole tensor
 
 
 @torch.no_grad()
@@ -189,8 +184,7 @@ def _train(cfg: TrainConfig, info) -> Path:
     if micro * info.world * cfg.grad_accum != cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {info.world} x "
                          f"grad_accum {cfg.grad_accum}")
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    autocast = autocast_for(info.device, cfg.precision)
 
     # 1. model, optimizer, EMA (identical init on every rank)
     torch.manual_seed(cfg.seed)
@@ -209,21 +203,21 @@ def _train(cfg: TrainConfig, info) -> Path:
     model = wrap_model(raw, info, cfg.strategy)
     peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
     opt = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay)
-    ema = {k: _full(v).detach().float().clone() for k, v in unwrap(model).state_dict().items()} if cfg.ema else None
+    ema = ema_init(unwrap(model), torch.float32) if cfg.ema else None
     tokenizer = load_tokenizer(cfg.tokenizer, info.device) if cfg.tokenizer else None
     quantizer = training_quantizer(family_of(raw), tokenizer)
 
     # 2. resume
     step, best_bits = 0, math.inf
-    ckpts = _checkpoints(out)
-    if cfg.resume and ckpts:
-        last = ckpts[-1]
-        state = load_torch_file(last / "train_state.pt")
+    folders = checkpoint_folders(out)
+    last = folders.latest()
+    if cfg.resume and last is not None:
+        state = read_train_state(last)
         load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"])
         if ema is not None and (last / "ema.safetensors").exists():
             ema = load_safetensors(last / "ema.safetensors")
         step, best_bits = state["step"], state.get("best_bits", math.inf)
-        torch.set_rng_state(state["rng"]["torch"])
+        set_rng_state(state["rng"])
         if info.main:
             print(f"resumed from {last} at step {step}")
     elif cfg.resume and info.main:
@@ -236,14 +230,13 @@ def _train(cfg: TrainConfig, info) -> Path:
     def save_checkpoint(at: int) -> None:
         model_state, optim_state = full_state_dicts(model, opt)
         if info.main:
-            d = out / "checkpoints" / f"step_{at:08d}"
-            save_model(unwrap(model), d, ema=ema, state={k: _full(v) for k, v in model_state.items()},
-                       extra={"step": at})
-            with atomic_path(d / "train_state.pt") as tmp:   # last: marks the checkpoint complete
-                torch.save({"step": at, "optimizer": optim_state, "config": asdict(cfg), "world_size": info.world,
-                            "best_bits": best_bits, "rng": {"torch": torch.get_rng_state()}}, tmp)
-            for old in _checkpoints(out)[:-cfg.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+            def fill(folder: Path) -> None:
+                save_model(unwrap(model), folder, ema=ema, state={k: full_tensor(v) for k, v in model_state.items()},
+                           extra={"step": at})
+                write_train_state(folder, {"step": at, "optimizer": optim_state, "config": asdict(cfg),
+                                           "world_size": info.world, "best_bits": best_bits, "rng": rng_state()})
+            folders.write(at, fill)
+            folders.rotate(cfg.keep_last)
         barrier(info)
 
     def save_best(at: int, bits: float) -> None:
@@ -253,7 +246,7 @@ def _train(cfg: TrainConfig, info) -> Path:
         if info.main:
             new, best = out / "best.new", out / "best"
             shutil.rmtree(new, ignore_errors=True)
-            save_model(unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: _full(v) for k, v in state.items()},
+            save_model(unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: full_tensor(v) for k, v in state.items()},
                        extra={"step": at, "val_bits_per_token": bits, "run": str(out)})
             shutil.rmtree(best, ignore_errors=True)
             new.rename(best)
@@ -280,20 +273,15 @@ def _train(cfg: TrainConfig, info) -> Path:
         loss_avg = all_reduce_mean(loss_sum, info)
         if not torch.isfinite(loss_avg):
             bar.close()
-            last = _checkpoints(out)[-1] if _checkpoints(out) else None
-            raise TrainingDiverged(f"loss is {loss_avg.item()} at step {step}: stopping. The last good checkpoint "
-                                   f"is {last or 'none (none written yet)'}; lower the lr or check the data.")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            raise diverged("the loss", loss_avg.item(), step, folders.latest())
+        grad_norm = clip_gradients(model.parameters(), cfg.grad_clip)
+        lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, "cosine", cfg.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
         opt.zero_grad(set_to_none=True)
         if ema is not None:
-            with torch.no_grad():
-                for k, v in unwrap(model).state_dict().items():
-                    if v.is_floating_point():
-                        ema[k].lerp_(_full(v).float(), 1 - cfg.ema)
+            ema_update(ema, unwrap(model), cfg.ema)
         step += 1
         tokens_seen += cfg.batch_size * data.num_tokens
         bar.update(1)
@@ -322,7 +310,7 @@ def _train(cfg: TrainConfig, info) -> Path:
     # 4. the final model: weights (+ EMA) (+ tokenizer) as one loadable directory
     final = out / "final"
     if info.main:
-        last = _checkpoints(out)[-1]
+        last = folders.latest()
         save_model(unwrap(model), final, tokenizer=tokenizer, ema=ema,
                    state=load_safetensors(last / "model.safetensors"), extra={"step": step, "run": str(out)})
         logger.plot()

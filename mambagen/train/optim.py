@@ -1,7 +1,5 @@
-"""AdamW with weight-decay groups and the learning-rate schedule (a pure function of the step)."""
+"""AdamW with weight-decay groups and the linear learning-rate scaling rule (the schedule: `plumbing.lr_at`)."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -27,11 +25,3 @@ def make_optimizer(model: nn.Module, lr: float, betas=(0.9, 0.95), weight_decay:
 def scaled_lr(base_lr: float, global_batch: int) -> float:
     """Learning rates are given per 256 images (linear scaling rule)."""
     return base_lr * global_batch / 256
-
-
-def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    """Linear warm-up to `peak`, then cosine decay to `peak * min_ratio` at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))

@@ -28,10 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
-import random
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +40,17 @@ import torch.nn.functional as F
 
 from ..checkpoint import save_tokenizer
 from ..images import make_grid, save_image, to_uint8
-from ..io import (atomic_path, dataclass_from_dict, load_safetensors, load_state_dict_strict, load_torch_file,
+from ..io import (dataclass_from_dict, load_safetensors, load_state_dict_strict,
                   read_json, save_safetensors, write_json)
 from ..metrics import SSIM_WINDOW, codebook_usage, psnr, ssim
-from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel, create_msvq
-from ..tokenizers.vq import VQ_CONFIGS, VQModel, create_tokenizer
+from ..tokenizers import create_tokenizer
+from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel
+from ..tokenizers.vq import VQ_CONFIGS, VQModel
 from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_lpips)
 from .logging import RunLogger
+from .plumbing import (CheckpointFolders, TrainingDiverged, autocast_for, clip_gradients, diverged, ema_init,
+                       ema_update, lr_at, read_train_state, rng_state, seed_everything, set_rng_state,
+                       write_train_state)
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,14 @@ TOKENIZER_NAMES = sorted(VQ_CONFIGS) + sorted(MSVQ_CONFIGS)
 
 def build_tokenizer(name: str, **overrides) -> nn.Module:
     """A randomly initialised tokenizer from a registered name (see TOKENIZER_NAMES)."""
-    return create_msvq(name, **overrides) if name in MSVQ_CONFIGS else create_tokenizer(name, **overrides)
+    return create_tokenizer(name, **overrides)
 
 
 # fields that must not change when resuming: they change the model or the data order
 RESUME_FIXED = ("tokenizer", "image_size", "batch_size", "seed")
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss or the gradients became NaN/inf; nothing was written after the last good checkpoint."""
+TrainingDivergedError = TrainingDiverged   # the name this module used
 
 
 # ============================================================================ configuration
@@ -150,16 +149,6 @@ class TokenizerTrainConfig:
 
 
 # ============================================================================ small pieces
-def lr_at(step: int, cfg: TokenizerTrainConfig) -> float:
-    """Learning rate for 0-based `step`: linear warm-up, then constant or cosine decay to 0."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
-
-
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: float, l2_weight: float) -> torch.Tensor:
     """l2 * MSE + l1 * L1 over all pixels (scalar, float32)."""
     recon, target = recon.float(), target.float()
@@ -169,41 +158,6 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: fl
     if l1_weight:
         loss = loss + l1_weight * F.l1_loss(recon, target)
     return loss
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # all devices
-
-
-def rng_state() -> dict:
-    """Every RNG the training loop may touch, in types `torch.load(weights_only=True)` accepts."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def autocast_for(device: torch.device):
-    # bf16 autocast on CUDA (no loss scaling needed); plain float32 on CPU
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # ============================================================================ data
@@ -282,37 +236,8 @@ def eval_loader(dataset, cfg: TokenizerTrainConfig) -> torch.utils.data.DataLoad
 
 
 # ============================================================================ checkpoints
-STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under `ckpt_root`, sorted by step (temp dirs of torn saves are ignored)."""
-    if not ckpt_root.is_dir():
-        return []
-    found = []
-    for d in ckpt_root.iterdir():
-        m = STEP_DIR.match(d.name)
-        if m and (d / "train_state.pt").is_file() and (d / "tokenizer" / "config.json").is_file():
-            found.append((int(m.group(1)), d))
-    return sorted(found)
-
-
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    found = list_checkpoints(Path(run_dir) / "checkpoints")
-    return found[-1][1] if found else None
-
-
-def ema_init(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-@torch.no_grad()
-def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
-    for k, v in model.state_dict().items():
-        if v.is_floating_point() and k != "quantize.codebook_used":
-            ema[k].lerp_(v, 1.0 - decay)
-        else:  # integer buffers and the code-usage record are copied, not averaged
-            ema[k].copy_(v)
+    return CheckpointFolders(Path(run_dir) / "checkpoints").latest()
 
 
 # ============================================================================ the trainer
@@ -322,7 +247,7 @@ class TokenizerTrainer:
     def __init__(self, cfg: TokenizerTrainConfig, train_set, val_set=None):
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.ckpt_root = self.out / "checkpoints"
+        self.checkpoints = CheckpointFolders(self.out / "checkpoints")
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.train_set, self.val_set = train_set, val_set
         self.step = 0
@@ -376,15 +301,12 @@ class TokenizerTrainer:
     def _check_finite(self, value: torch.Tensor, what: str, terms: dict) -> None:
         if not torch.isfinite(value).all():
             parts = ", ".join(f"{k} {float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in terms.items())
-            where = (f"the last good checkpoint is {self.last_checkpoint} (continue with --resume, perhaps "
-                     "with a lower --lr)" if self.last_checkpoint else "no checkpoint had been written yet")
-            raise TrainingDivergedError(f"{what} became {float(value.detach())} at step {self.step + 1} ({parts}); "
-                                        f"stopped without writing a checkpoint; {where}")
+            raise diverged(what, value.detach(), self.step + 1, self.last_checkpoint, parts)
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         """One generator (+ discriminator) update on images (B, 3, S, S); returns scalar floats."""
         cfg, model = self.cfg, self.model
-        lr = lr_at(self.step, cfg)
+        lr = lr_at(self.step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr_schedule)
         self._set_lr(lr)
         model.train()
         images = images.to(self.device, non_blocking=True)
@@ -437,8 +359,7 @@ class TokenizerTrainer:
         return out
 
     def _clip(self, module: nn.Module) -> torch.Tensor:
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        return nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+        return clip_gradients(module.parameters(), self.cfg.grad_clip)
 
     def _discriminator_step(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         self.disc.requires_grad_(True)
@@ -494,28 +415,22 @@ class TokenizerTrainer:
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write checkpoints/step_<N>/ via a temp dir + rename, so a crash never leaves a partial one."""
-        final = self.ckpt_root / f"step_{self.step}"
-        tmp = self.ckpt_root / f".step_{self.step}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_tokenizer(self.model, tmp / "tokenizer", extra={"step": self.step, "trainer": "mambagen train-tokenizer"})
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
-        if self.disc is not None:
-            save_safetensors(tmp / "discriminator.safetensors", self.disc.state_dict())
-            state["disc_optimizer"] = self.disc_optimizer.state_dict()
-        if self.ema is not None:
-            save_safetensors(tmp / "ema.safetensors", self.ema)
-        with atomic_path(tmp / "train_state.pt") as p:
-            torch.save(state, p)
-        write_json(tmp / "train_config.json", self.cfg.to_dict())
-        if final.exists():  # the same step saved again (e.g. a resumed run that had already ended)
-            shutil.rmtree(final)
-        tmp.rename(final)
-        self.last_checkpoint = final
-        for _, old in list_checkpoints(self.ckpt_root)[:-self.cfg.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        """Write checkpoints/step_<N>/ beside its name and rename it into place (`CheckpointFolders`)."""
+        def fill(folder: Path) -> None:
+            save_tokenizer(self.model, folder / "tokenizer",
+                           extra={"step": self.step, "trainer": "mambagen train-tokenizer"})
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state()}
+            if self.disc is not None:
+                save_safetensors(folder / "discriminator.safetensors", self.disc.state_dict())
+                state["disc_optimizer"] = self.disc_optimizer.state_dict()
+            if self.ema is not None:
+                save_safetensors(folder / "ema.safetensors", self.ema)
+            write_json(folder / "train_config.json", self.cfg.to_dict())
+            write_train_state(folder, state)                  # last: marks the checkpoint complete
+
+        self.last_checkpoint = self.checkpoints.write(self.step, fill)
+        self.checkpoints.rotate(self.cfg.keep_last)
+        return self.last_checkpoint
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything `save_checkpoint` wrote, so training continues exactly."""
@@ -531,7 +446,7 @@ class TokenizerTrainer:
                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
         load_state_dict_strict(self.model, load_safetensors(path / "tokenizer" / "model.safetensors"),
                                str(path / "tokenizer"))
-        state = load_torch_file(path / "train_state.pt")
+        state = read_train_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.disc is not None:
             if (path / "discriminator.safetensors").is_file() and "disc_optimizer" in state:
