@@ -28,7 +28,7 @@ sampling lets the tokens fed in one step see each other.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import contextlib
 
@@ -39,63 +39,26 @@ import torch.nn.functional as F
 from ..family import Family, Size
 from ..layers.attention import KVCache, cached_block_step
 from ..layers.embed import check_labels
-from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
+from ..layers.llama import LlamaGridConfig, float_logits, grid_rope
+from ..layers.mlp import SwiGLU, llama_init_
 from ..layers.norm import RMSNorm
-from ..layers.rope import apply_rope, rope_2d_table
+from ..layers.rope import apply_rope
 from ..sample.random_order import RANDOM_ORDER
 from ..tokenizers import KINDS
 
 
 @dataclass
-class ARPGConfig:
-    dim: int = 1024
-    n_layer: int = 24                  # n_layer // 2 self-decoder blocks, then n_layer // 2 cross-decoder blocks
-    n_head: int = 16
-    multiple_of: int = 256             # SwiGLU hidden = multiple of this above 2/3 * 4 * dim
-    ffn_dim_multiplier: float | None = None
-    rope_base: float = 10000
-    norm_eps: float = 1e-5
-    vocab_size: int = 16384            # codebook size of the tokenizer
-    num_classes: int = 1000            # label num_classes is the null class (CFG)
-    num_tokens: int = 256              # tokens per image (a square grid; 16 x 16 for 256 px and VQ-f16)
-    class_dropout: float = 0.1         # label -> null with this probability while training (drawn by the caller)
-    # official training defaults
-    token_dropout: float = 0.1         # on the content embeddings (not on the queries)
-    attn_dropout: float = 0.0
-    resid_dropout: float = 0.1
-    ffn_dropout: float = 0.1
-    # official behaviour that official weights rely on
-    cls_rope_zero: bool = True         # the class slot's RoPE row is zeros (False: identity rotation)
-    cls_token_num: int = 1             # zero RoPE rows in front of the grid; grid position p always uses row
-                                       # 1 + p, so values > 1 shift the grid by one row per extra zero row
-                                       # (the official table does exactly this)
-    init_std: float = 0.02
-    extra: dict = field(default_factory=dict)  # free-form notes (e.g. provenance); not architecture
+class ARPGConfig(LlamaGridConfig):
+    """LlamaGridConfig with ARPG's defaults. n_layer // 2 self-decoder blocks come first, then n_layer // 2
+    cross-decoder blocks. cls_token_num: zero RoPE rows in front of the grid; grid position p always uses
+    row 1 + p, so values > 1 shift the grid by one row per extra zero row (the official table does exactly
+    this). token_dropout falls on the content embeddings, not on the queries."""
 
     def __post_init__(self):
-        name = type(self).__name__
-        if self.dim % self.n_head:
-            raise ValueError(f"{name}: dim {self.dim} is not a multiple of n_head {self.n_head}")
-        if self.head_dim % 4:
-            raise ValueError(f"{name}: 2-D RoPE needs head_dim = dim / n_head divisible by 4, got {self.head_dim}")
+        super().__post_init__()
         if self.n_layer < 2:
-            raise ValueError(f"{name}: n_layer must be >= 2 (half self-, half cross-decoder), got {self.n_layer}")
-        if self.grid ** 2 != self.num_tokens:
-            raise ValueError(f"{name}: num_tokens {self.num_tokens} is not a square grid")
-        if self.cls_token_num < 1:
-            raise ValueError(f"{name}: cls_token_num must be >= 1, got {self.cls_token_num}")
-
-    @property
-    def grid(self) -> int:
-        return int(round(self.num_tokens ** 0.5))
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_head
-
-    @property
-    def ffn_hidden(self) -> int:
-        return llama_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+            raise ValueError(f"{type(self).__name__}: n_layer must be >= 2 (half self-, half cross-decoder), "
+                             f"got {self.n_layer}")
 
     @property
     def mask_id(self) -> int:
@@ -111,8 +74,6 @@ class ARPGConfig:
         """Cache slots: the class and every token (the last step's tokens are never fed back)."""
         return 1 + self.num_tokens
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -288,9 +249,7 @@ class ARPG(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # 4. 2-D RoPE table (cls_token_num + N, hd/2, 2): a function of the config, so not saved.
         #    A model built with a larger grid than it was trained on simply has more rows.
-        self.register_buffer("rope", rope_2d_table(cfg.grid, cfg.grid, cfg.head_dim, cfg.rope_base,
-                                                   cls_slots=cfg.cls_token_num, cls_zero=cfg.cls_rope_zero),
-                             persistent=False)
+        self.register_buffer("rope", grid_rope(cfg), persistent=False)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -310,8 +269,7 @@ class ARPG(nn.Module):
         return self.embeddings.weight[self.config.mask_id].expand(batch, n, -1)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.norm(h))                              # (B, n, V)
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))   # float32 (float64 stays)
+        return float_logits(self.head(self.norm(h)))                  # (B, n, V)
 
     def logits(self, input_ids, input_rows, query_rows, causal: bool = False, self_mask=None, cross_mask=None):
         """The two passes without a cache (the reference every decoding path is tested against).

@@ -24,7 +24,7 @@ never sliced (position i predicts t_i).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -33,76 +33,40 @@ import torch.nn.functional as F
 from ..family import Family, Size, token_inputs
 from ..layers.attention import KVCache, cached_block_step
 from ..layers.embed import check_labels
-from ..layers.mlp import SwiGLU, llama_hidden_dim, llama_init_
+from ..layers.llama import LlamaGridConfig, float_logits, grid_rope
+from ..layers.mlp import SwiGLU, llama_init_
 from ..layers.norm import RMSNorm
-from ..layers.rope import apply_rope, rope_2d_table
+from ..layers.rope import apply_rope
 from ..sample.raster import RASTER
 from ..tokenizers import KINDS
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(LlamaGridConfig):
+    """LlamaGridConfig with LlamaGen GPT-B's defaults, grouped-query attention and an optional null class.
+    cls_token_num: RoPE rows reserved for the class slot (see the module docstring)."""
     dim: int = 768
     n_layer: int = 12
     n_head: int = 12
     n_kv_head: int | None = None       # grouped-query attention: key/value heads (None: n_head)
-    multiple_of: int = 256             # SwiGLU hidden = multiple of this above 2/3 * 4 * dim
-    ffn_dim_multiplier: float | None = None
-    rope_base: float = 10000
-    norm_eps: float = 1e-5
-    vocab_size: int = 16384            # codebook size of the tokenizer
-    num_classes: int = 1000
     null_class: bool = True            # class row num_classes is a learned null class (CFG); official: class_dropout_prob > 0
-    cls_token_num: int = 1             # RoPE rows reserved for the class slot (see the module docstring)
-    num_tokens: int = 256              # tokens per image = block_size (16 x 16 for 256 px and VQ-f16)
-    class_dropout: float = 0.1         # label -> null with this probability while training (drawn by the caller)
-    # official training defaults
-    token_dropout: float = 0.1
-    attn_dropout: float = 0.0
-    resid_dropout: float = 0.1
-    ffn_dropout: float = 0.1
-    cls_rope_zero: bool = True         # official: the class slot's RoPE rows are zeros; False: identity rotation
-    init_std: float = 0.02
-    extra: dict = field(default_factory=dict)  # free-form notes (e.g. provenance); not architecture
 
     def __post_init__(self):
+        super().__post_init__()
         name = type(self).__name__
-        if self.dim % self.n_head:
-            raise ValueError(f"{name}: dim {self.dim} is not a multiple of n_head {self.n_head}")
         if self.n_head % self.kv_heads:
             raise ValueError(f"{name}: n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
-        if self.head_dim % 4:
-            raise ValueError(f"{name}: 2-D RoPE needs head_dim = dim / n_head divisible by 4, got {self.head_dim}")
-        if self.grid ** 2 != self.num_tokens:
-            raise ValueError(f"{name}: num_tokens {self.num_tokens} is not a square grid")
-        if self.cls_token_num < 1:
-            raise ValueError(f"{name}: cls_token_num must be >= 1, got {self.cls_token_num}")
         if self.class_dropout > 0 and not self.null_class:
             raise ValueError(f"{name}: class_dropout {self.class_dropout} > 0 needs the null class (null_class=True)")
-
-    @property
-    def grid(self) -> int:
-        return int(round(self.num_tokens ** 0.5))
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_head
 
     @property
     def kv_heads(self) -> int:
         return self.n_head if self.n_kv_head is None else self.n_kv_head
 
     @property
-    def ffn_hidden(self) -> int:
-        return llama_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
-
-    @property
     def seq_len(self) -> int:
         """Longest sequence the model ever sees: the class slot and the first N - 1 tokens."""
         return self.num_tokens
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -206,18 +170,14 @@ class GPT(nn.Module):
         self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # 4. 2-D RoPE table (cls_token_num + N, hd/2, 2): a function of the config, so not saved
-        self.register_buffer("rope", rope_2d_table(cfg.grid, cfg.grid, cfg.head_dim, cfg.rope_base,
-                                                   cls_slots=cfg.cls_token_num, cls_zero=cfg.cls_rope_zero),
-                             persistent=False)
+        self.register_buffer("rope", grid_rope(cfg), persistent=False)
         self.init_weights()
 
     def init_weights(self) -> None:
         llama_init_(self, self.config.init_std, self.output)   # official: normal weights, zero head
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.output(self.norm(x))                            # (B, ..., V)
-        # at least float32 (official: .float()), so CFG and softmax never run in bf16
-        return logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return float_logits(self.output(self.norm(x)))                # (B, ..., V)
 
     # ---------------------------------------------------------------- training
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor):
