@@ -1,4 +1,7 @@
 """Small helpers shared by several test files."""
+import json
+from pathlib import Path
+
 import torch
 
 
@@ -14,3 +17,24 @@ def assert_overfits_one_batch(model, steps: int = 40) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses[::8]
+
+
+def images(b: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """(b, 3, size, size) random images in [-1, 1], the same for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
+
+
+OFFICIAL_LAYOUTS = json.loads((Path(__file__).parent / "fixtures" / "official_layouts.json").read_text())
+
+
+def assert_official_layout(model, layout: dict) -> None:
+    """A model (e.g. built on the meta device) has an official layout's parameter count, buffer size,
+    state-dict size and key shapes (`OFFICIAL_LAYOUTS`)."""
+    assert sum(p.numel() for p in model.parameters()) == layout["params"]
+    if "buffers" in layout:
+        assert sum(b.numel() for b in model.buffers()) == layout["buffers"]
+    sd = model.state_dict()
+    assert len(sd) == layout["state_dict_entries"]
+    for key, shape in layout["shapes"].items():
+        assert tuple(sd[key].shape) == tuple(shape), key

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from mambagen.checkpoint import load_tokenizer
 from mambagen.convert.var_vqvae import (convert_var_vqvae_state_dict, load_official_var_quantizer,
                                         load_official_var_vqvae, msvq_config_from_official)
+from helpers import OFFICIAL_LAYOUTS, assert_official_layout, images
 from mambagen.io import CheckpointError
 from parity import DEFAULT_DIR, check, load_fixture
 from mambagen.tokenizers.msvq import MSVQ_CONFIGS, MSVQConfig, MSVQModel, MultiScaleQuantizer, create_msvq
@@ -27,44 +28,13 @@ def tiny():
     return create_msvq("msvq-tiny").eval()
 
 
-def images(b=2, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
-
-
 # ---- architecture ------------------------------------------------------------------------------
 
 def test_msvq_f16_matches_official_layout():
     with torch.device("meta"):
         model = create_msvq("msvq-f16")
-    assert sum(p.numel() for p in model.parameters()) == 108_948_355
-    assert sum(b.numel() for b in model.buffers()) == 40_960
+    assert_official_layout(model, OFFICIAL_LAYOUTS["msvq-f16"])
     sd = model.state_dict()
-    assert len(sd) == 324
-    shapes = {
-        "encoder.conv_in.weight": (160, 3, 3, 3),
-        "encoder.down.2.block.0.nin_shortcut.weight": (320, 160, 1, 1),
-        "encoder.down.4.block.0.nin_shortcut.weight": (640, 320, 1, 1),
-        "encoder.down.3.downsample.conv.weight": (320, 320, 3, 3),
-        "encoder.down.4.attn.1.qkv.weight": (1920, 640, 1, 1),
-        "encoder.mid.attn_1.proj_out.weight": (640, 640, 1, 1),
-        "encoder.conv_out.weight": (32, 640, 3, 3),
-        "decoder.conv_in.weight": (640, 32, 3, 3),
-        "decoder.up.4.attn.2.qkv.weight": (1920, 640, 1, 1),
-        "decoder.up.4.upsample.conv.weight": (640, 640, 3, 3),
-        "decoder.up.3.block.0.nin_shortcut.weight": (320, 640, 1, 1),
-        "decoder.up.1.block.0.nin_shortcut.weight": (160, 320, 1, 1),
-        "decoder.up.0.block.2.conv2.weight": (160, 160, 3, 3),
-        "decoder.norm_out.weight": (160,),
-        "decoder.conv_out.weight": (3, 160, 3, 3),
-        "quantize.embedding.weight": (4096, 32),
-        "quantize.quant_resi.qresi_ls.3.weight": (32, 32, 3, 3),
-        "quantize.ema_vocab_hit_SV": (10, 4096),
-        "quant_conv.weight": (32, 32, 3, 3),
-        "post_quant_conv.weight": (32, 32, 3, 3),
-    }
-    for key, shape in shapes.items():
-        assert tuple(sd[key].shape) == shape, key
     assert not any(k.startswith(("encoder.down.3.attn", "decoder.up.3.attn", "decoder.up.0.upsample")) for k in sd)
     assert model.num_tokens == 680 and model.downsample == 16 and model.grid_size(256) == (16, 16)
     assert msvq_config_from_official() == MSVQ_CONFIGS["msvq-f16"]

@@ -6,6 +6,7 @@ import torch
 
 from mambagen.convert.llamagen_vq import (convert_llamagen_vq_state_dict, load_official_llamagen_vq,
                                           vq_config_from_official)
+from helpers import OFFICIAL_LAYOUTS, assert_official_layout, images
 from mambagen.io import CheckpointError
 from mambagen.tokenizers.vq import VQ_CONFIGS, VQConfig, VQLosses, create_tokenizer, list_tokenizers
 
@@ -21,43 +22,13 @@ def tiny():
     return create_tokenizer("vq-tiny").eval()
 
 
-def images(b=2, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
-
-
 # ---- architecture ------------------------------------------------------------------------------
 
 def test_vq_f16_matches_official_layout():
     with torch.device("meta"):
         model = create_tokenizer("vq-f16")
-    assert sum(p.numel() for p in model.parameters()) == 71_883_403
+    assert_official_layout(model, OFFICIAL_LAYOUTS["vq-f16"])
     sd = model.state_dict()
-    assert len(sd) == 344
-    shapes = {
-        "encoder.conv_in.weight": (128, 3, 3, 3),
-        "encoder.conv_blocks.2.res.0.nin_shortcut.weight": (256, 128, 1, 1),
-        "encoder.conv_blocks.4.res.0.nin_shortcut.weight": (512, 256, 1, 1),
-        "encoder.conv_blocks.3.downsample.conv.weight": (256, 256, 3, 3),
-        "encoder.conv_blocks.4.attn.1.proj_out.weight": (512, 512, 1, 1),
-        "encoder.mid.1.q.weight": (512, 512, 1, 1),
-        "encoder.mid.2.norm2.weight": (512,),
-        "encoder.conv_out.weight": (256, 512, 3, 3),
-        "decoder.conv_in.weight": (512, 256, 3, 3),
-        "decoder.conv_blocks.0.attn.2.v.weight": (512, 512, 1, 1),
-        "decoder.conv_blocks.0.res.2.conv2.weight": (512, 512, 3, 3),
-        "decoder.conv_blocks.0.upsample.conv.weight": (512, 512, 3, 3),
-        "decoder.conv_blocks.1.res.0.nin_shortcut.weight": (256, 512, 1, 1),
-        "decoder.conv_blocks.3.res.0.nin_shortcut.weight": (128, 256, 1, 1),
-        "decoder.norm_out.weight": (128,),
-        "decoder.conv_out.weight": (3, 128, 3, 3),
-        "quantize.embedding.weight": (16384, 8),
-        "quantize.codebook_used": (65536,),
-        "quant_conv.weight": (8, 256, 1, 1),
-        "post_quant_conv.weight": (256, 8, 1, 1),
-    }
-    for key, shape in shapes.items():
-        assert tuple(sd[key].shape) == shape, key
     assert sd["quantize.codebook_used"].dtype == torch.float32
     # attention only at the lowest resolution, resampling everywhere else
     assert not any(k.startswith(("encoder.conv_blocks.3.attn", "decoder.conv_blocks.1.attn")) for k in sd)
