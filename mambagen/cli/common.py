@@ -26,7 +26,16 @@ def add_model_args(p, *, default: str | None = "demo", registered: bool = False,
                    + ("; a registered name's: its family's small tokenizer, random" if registered else "") + ")")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     if device:
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+        add_run_args(p, progress=False)
+
+
+def add_run_args(p, *, json: bool = False, progress: bool = True) -> None:
+    """--device, and --json (write the report) / --no-progress where the command has them."""
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    if json:
+        p.add_argument("--json", default=None, help="write every number and count to this JSON file")
+    if progress:
+        p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def add_sampling_args(p) -> None:

@@ -7,7 +7,7 @@ import time
 import torch
 
 from ..data.emoji import META_PACKAGE, STYLE_PACKAGES, STYLES, VERSION, default_cache_dir
-from .common import FMT
+from .common import FMT, add_run_args
 
 
 def data_subparsers(subparsers) -> argparse._SubParsersAction:
@@ -67,7 +67,7 @@ def add_tokenize(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_run_args(p, progress=False)
     p.set_defaults(fn=_cmd_tokenize)
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import resolve
-from .common import FMT, add_model_args, add_sampling_args, device_of, load_pipeline, parse_classes, sampling_from
+from .common import (FMT, add_model_args, add_run_args, add_sampling_args, device_of, load_pipeline, parse_classes,
+                     sampling_from)
 
 
 
@@ -312,11 +313,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--per-class", type=int, default=50, help="images per class")
     add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (and per shard) on each rank")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_run_args(p)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="on CUDA, compile the family's block steps too (tens of seconds once; pays over many batches)")
     p.add_argument("--reference", action="store_true", help="the readable reference loop on CUDA too")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(fn=_cmd_sample_many)
 
     p = subparsers.add_parser(
@@ -344,9 +344,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="seed of KID subsets, the floor split and --ref-limit")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None, help="write every number and count to this JSON file")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_args(p, json=True)
     p.set_defaults(fn=_cmd_eval)
 
     p = subparsers.add_parser(
@@ -360,8 +358,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="sequences per batch on each rank")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None)
+    add_run_args(p, json=True, progress=False)
     p.set_defaults(fn=_cmd_eval_nll)
 
     p = subparsers.add_parser(
@@ -376,9 +373,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--inception", default=None, help="TorchScript feature network (default: the [fid] extra's)")
     p.add_argument("--inception-batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_args(p, json=True)
     p.set_defaults(fn=_cmd_eval_tokenizer)
 
     p = subparsers.add_parser(
@@ -396,8 +391,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_args(p)
     p.set_defaults(fn=_cmd_train_judge)
 
     p = subparsers.add_parser(
@@ -410,7 +404,5 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--floor-ref", default=None, help="real images for the floor (instead of a split of the reference)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_run_args(p, json=True)
     p.set_defaults(fn=_cmd_judge_samples)
