@@ -10,6 +10,8 @@ import time
 import torch
 
 import mambagen
+from mambagen.models.registry import family_of
+from mambagen.sample.config import SamplingConfig
 from mambagen.sample.fast import GraphedRasterSampler
 from mambagen.sample.raster import generate_raster
 
@@ -114,44 +116,35 @@ def check_scan():
 
 @torch.no_grad()
 def check_whole_graph(name, batch=4):
-    """VAR / M-VAR / ARPG, greedy: the whole sampling call captured as one CUDA graph (eager code), and
-    the compiled + graphed sampler (`GraphedCallSampler`), each == the eager call. ARPG's order is drawn
+    """VAR / M-VAR / ARPG, greedy: the eager call captured as one CUDA graph (nothing compiled), and the
+    compiled + graphed sampler (the family's fast path), each == the eager call. ARPG's order is drawn
     from the default CUDA generator, seeded alike for all three."""
-    from mambagen.sample.graphs import GraphedCall, GraphedCallSampler
-    from mambagen.sample.random_order import generate_random_order
-    from mambagen.sample.scales import generate_scales
     from mambagen.bench import generation_setting
+    from mambagen.sample.pipeline import Sampler
     torch.manual_seed(0)
     model = mambagen.create_model(name).cuda().eval()
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.02)
     labels = torch.arange(batch, device="cuda") % model.config.num_classes
-    if hasattr(model, "decode_scale"):
-        q = generation_setting(model, 2.5)["quantizer"]                 # a random quantizer of the model's scales
-        call = lambda lab: torch.cat(generate_scales(model, q, lab, cfg=1.5, top_k=1).indices, 1)
-        sampler = GraphedCallSampler(model, batch, cfg_scale=2.5, top_k=1, quantizer=q)
-        tokens = lambda res: torch.cat(res.indices, 1)
-    else:
-        call = lambda lab: generate_random_order(model, lab, num_iter=64, cfg_scale=3.0, top_k=1).tokens
-        sampler = GraphedCallSampler(model, batch, cfg_scale=3.0, top_k=1, num_iter=64)
-        tokens = lambda res: res.tokens
-    call(labels)
+    sampling, tokenizer = generation_setting(model, 2.5)
+    sampling = sampling.replace(top_k=1)
+    eager, graphed, fast = (Sampler(model, tokenizer, sampling, fast=f, compile=c)
+                            for f, c in ((False, False), (True, False), (True, True)))
+    eager.tokens(labels)
     torch.cuda.manual_seed(7)
     t = time.time()
-    ref = call(labels)
+    ref = eager.tokens(labels)
     torch.cuda.synchronize()
     t_ref = time.time() - t
-    graphed = GraphedCall(call, labels)
-    torch.cuda.manual_seed(7)
-    out = graphed(labels).clone()
-    torch.cuda.manual_seed(7)
+    out = graphed.tokens(labels, torch.Generator("cuda").manual_seed(7))
+    fast.tokens(labels, torch.Generator("cuda").manual_seed(7))
     t = time.time()
-    fast = tokens(sampler.call(labels)).clone()
+    got = fast.tokens(labels, torch.Generator("cuda").manual_seed(7))
     torch.cuda.synchronize()
     t_fast = time.time() - t
     return {"model": name, "batch": batch, "tokens_total": ref.numel(),
             "whole_call_graph_tokens_equal": int((out == ref).sum()),
-            "compiled_graphed_sampler_tokens_equal": int((fast == ref).sum()),
+            "compiled_graphed_sampler_tokens_equal": int((got == ref).sum()),
             "eager_s": t_ref, "compiled_graphed_s": t_fast}
 
 
@@ -167,24 +160,26 @@ def check(name, batch=4, **overrides):
             p.add_(torch.randn_like(p) * 0.02)
     labels = torch.arange(batch, device="cuda") % model.config.num_classes
     t = time.time()
-    ref = generate_raster(model, labels, cfg_scale=2.0, top_k=1, return_logits=True)
+    sampling = SamplingConfig(cfg_scale=2.0, top_k=1)
+    ref = generate_raster(model, labels, sampling, return_logits=True)
     t_ref = time.time() - t
-    sampler = GraphedRasterSampler(model, batch, cfg_scale=2.0, top_k=1)
+    sampler = GraphedRasterSampler(model, family_of(model).fast, batch, sampling)
     fast = sampler.generate(labels)
     t = time.time()
     fast = sampler.generate(labels)
     torch.cuda.synchronize()
     t_fast = time.time() - t
     same = int((fast == ref.tokens).sum())
-    # logits of the fast path: teacher-force the reference tokens through the compiled block step
-    cache = model.allocate_cache(batch, paired_conv=True) if sampler.fused else model.allocate_cache(batch)
-    lg = [model.prefill(labels, cache)]
+    # logits of the fast path: teacher-force the reference tokens through the family's fast decode step
+    decode = family_of(model).fast(model, batch)                   # its own cache, the conditional rows only
+    lg = [decode.start(labels)]
     for i in range(model.config.num_tokens - 1):
-        lg.append(sampler.step_logits(ref.tokens[:, i], torch.tensor(i, device="cuda"), cache))
+        lg.append(decode.step(ref.tokens[:, i], torch.tensor(i, device="cuda")))
     lg = torch.stack(lg, 1)
     ref_lg, _ = model(ref.tokens, labels)
     rel = ((lg - ref_lg).norm() / ref_lg.norm()).item()
-    return {"model": name, "batch": batch, "fused_mamba2_step": sampler.fused, "tokens_equal": same, "tokens_total": fast.numel(),
+    fused = getattr(decode, "fused", False)                        # AiM's fused Mamba2 kernels, where they ran
+    return {"model": name, "batch": batch, "fused_mamba2_step": fused, "tokens_equal": same, "tokens_total": fast.numel(),
             "compiled_step_vs_parallel_forward_rel_err": rel, "reference_s": t_ref, "fast_s": t_fast}
 
 

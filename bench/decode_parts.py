@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import mambagen
 from mambagen.kernels.mamba2_step import mamba2_step_fused
 from mambagen.kernels.skinny_linear import skinny_linear
+from mambagen.models.registry import family_of
+from mambagen.sample.config import SamplingConfig
 from mambagen.sample.fast import GraphedRasterSampler
 
 L, D, DI, NH, P, N = 48, 1024, 2048, 32, 64, 128
@@ -102,7 +104,7 @@ def main():
     # the whole step as the sampler graphs it (per layer = per step / 48)
     torch.manual_seed(0)
     model = mambagen.create_model("aim-l").to(dev, dt).eval()
-    sampler = GraphedRasterSampler(model, rows // 2, cfg_scale=1.5)
+    sampler = GraphedRasterSampler(model, family_of(model).fast, rows // 2, SamplingConfig(cfg_scale=1.5))
     labels = torch.arange(rows // 2, device=dev)
     sampler.generate(labels)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -12,27 +12,21 @@ from torch.profiler import ProfilerActivity, profile
 
 import mambagen
 from mambagen.bench import generation_setting
-from mambagen.layers.mamba2 import scan_impl
-from mambagen.sample.fast import compiled_block_step
-from mambagen.sample.graphs import decode_attention_backends
-from mambagen.sample.random_order import generate_random_order
-from mambagen.sample.scales import generate_scales
+from mambagen.models.registry import family_of
+from mambagen.sample.graphs import NoFastSetting, decode_attention_backends
 
 name, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 fast = len(sys.argv) > 4 and sys.argv[4] == "fast"
 torch.manual_seed(0)
 model = mambagen.create_model(name).cuda().to(torch.bfloat16).eval()
 labels = torch.arange(batch, device="cuda") % model.config.num_classes
-s = generation_setting(model, 1.5)
-steps = compiled_block_step(model) if fast else None
-if "quantizer" in s:
-    call = lambda: generate_scales(model, s["quantizer"], labels, cfg=s["cfg_scale"] - 1, top_k=s["top_k"],
-                                   top_p=s["top_p"], block_step=steps)
-    ctx = scan_impl(model, "compiled", chunk=64) if fast else contextlib.nullcontext()
-else:
-    call = lambda: generate_random_order(model, labels, num_iter=s["num_iter"], cfg_scale=s["cfg_scale"],
-                                         top_k=s["top_k"], block_steps=steps)
-    ctx = contextlib.nullcontext()
+sampling, tokenizer = generation_setting(model, 1.5)
+family = family_of(model)
+parts = family.fast(model, compile_blocks=True) if fast and family.fast is not None else NoFastSetting()
+# the family's reference call with its fast parts in (what its graphed sampler captures, not graphed here)
+call = lambda: family.sampler._call(*((tokenizer.quantize,) if family.tokenizer == "msvq" else ()), sampling)(
+    model, labels, None, parts.block_steps)
+ctx = parts.setting()
 attn = torch.nn.attention.sdpa_kernel(decode_attention_backends()) if fast else contextlib.nullcontext()
 with torch.no_grad(), ctx, attn:
     call()

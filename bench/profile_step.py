@@ -6,15 +6,18 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import mambagen
+from mambagen.models.registry import family_of
+from mambagen.sample.config import SamplingConfig
 from mambagen.sample.fast import GraphedRasterSampler
 
 name, batch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.manual_seed(0)
 model = mambagen.create_model(name).cuda().to(torch.bfloat16).eval()
-sampler = GraphedRasterSampler(model, batch, cfg_scale=1.5, graph=False)
+sampler = GraphedRasterSampler(model, family_of(model).fast, batch, SamplingConfig(cfg_scale=1.5), graph=False)
 labels = torch.arange(batch, device="cuda") % model.config.num_classes
 with torch.no_grad():
-    sampler.model.prefill(torch.cat([labels, labels]), sampler.cache)
+    sampler.labels.copy_(torch.cat([labels, torch.full_like(labels, model.config.num_classes)]))
+    sampler._start()
     for _ in range(5):
         sampler._step()
     torch.cuda.synchronize()

@@ -170,3 +170,26 @@ def test_family_options_of_other_families_are_refused():
         Sampler(model, tok, SamplingConfig(steps=8))
     with pytest.raises(ValueError, match="does not fit a aim generator"):
         Sampler(model, mambagen.create_tokenizer("msvq-tiny"), SamplingConfig())
+
+
+def test_raster_edit_on_the_fast_path_keeps_the_rows_above_and_equals_the_reference():
+    """The step sampler fed a kept prefix (how AiM/GPT edits run on CUDA; eager here) continues exactly as
+    the reference loop's prefill of that prefix does (greedy)."""
+    from mambagen.sample.raster import RASTER
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("vq-tiny").eval()
+    model = mambagen.create_model("aim-tiny", num_tokens=64).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    region = torch.zeros(32, 32, dtype=torch.bool)
+    region[20:] = True                                               # token rows 5.. regenerated
+    s, labels = SamplingConfig(cfg_scale=2.5, top_k=1), torch.tensor([1, 2])
+    ref = RASTER.edit(model, tok, images, region, labels, s, None)
+    fast = RASTER.edit(model, tok, images, region, labels, s, None, fast=AiMFastDecode)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    sampler = GraphedRasterSampler(model, AiMFastDecode, 2, s, compile_blocks=False, graph=False)
+    prefix = tok.encode(images)[:, :40]
+    assert torch.equal(sampler.generate(labels, prefix=prefix)[:, :40], prefix)
+    assert not torch.equal(sampler.generate(labels)[:, :40], prefix)  # the prefix does not stick to the buffers

@@ -13,7 +13,8 @@ The family's record says which edits it supports (`Family.edits`) and its sample
 * Raster models (AiM, GPT): tokens come in raster order, so only a bottom band can be
   regenerated from the rows above it (outpainting downward by prefix).
 
-On CUDA the next-scale and random-order edits run the family's compiled block steps (`compile`).
+On CUDA edits take the family's fast path: raster models its step sampler, fed the kept rows, then
+continuing; next-scale and random-order models their compiled block steps (`compile`).
 """
 from __future__ import annotations
 

@@ -49,6 +49,8 @@ class GraphedRasterSampler:
         self.labels = torch.zeros(n_rows, dtype=torch.long, device=p.device)
         self.tok_in = torch.zeros(n_rows, dtype=torch.long, device=p.device)
         self.tokens = torch.zeros(batch, N, dtype=torch.long, device=p.device)
+        self.known = torch.zeros(batch, N, dtype=torch.long, device=p.device)    # a prefix to keep (editing)
+        self.known_len = torch.zeros((), dtype=torch.long, device=p.device)
         self.index = torch.zeros((), dtype=torch.long, device=p.device)
         self.noise = torch.rand(batch, V, device=p.device)
         self.streams = RowStreams(torch.zeros(batch, dtype=torch.long, device=p.device)) if rows else None
@@ -57,7 +59,8 @@ class GraphedRasterSampler:
             self._capture()
 
     def _draw(self, logits: torch.Tensor, t) -> torch.Tensor:
-        """CFG + sampling of token t from (rows, V) logits; feeds the token back (both CFG halves)."""
+        """CFG + sampling of token t from (rows, V) logits (token t of the kept prefix instead, while t is in
+        it); feeds the token back (both CFG halves)."""
         s = self.sampling
         if self.guided:
             cond, uncond = logits.float().chunk(2)
@@ -68,6 +71,9 @@ class GraphedRasterSampler:
                 logits = torch.where(t > s.cfg_interval + 1, cond, logits)
         noise = self.streams.uniform(t, (logits.shape[-1],)) if self.rows and not s.greedy else self.noise
         tok = gumbel_max(logits, noise, s.temperature, s.top_k, s.top_p)
+        t_ = torch.as_tensor(t, device=tok.device) if torch.is_tensor(t) else t
+        known = self.known[:, t] if isinstance(t, int) else self.known.index_select(1, t_.reshape(1))[:, 0]
+        tok = torch.where(t_ < self.known_len, known, tok)
         self.tok_in.copy_(torch.cat([tok, tok]) if self.guided else tok)
         return tok
 
@@ -90,12 +96,20 @@ class GraphedRasterSampler:
         self.step_graph = CapturedGraph(self._step)
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, rng=None) -> torch.Tensor:
+    def generate(self, labels: torch.Tensor, rng=None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, N) tokens; prefix (batch, P): the first P tokens are kept as given (the rows above a
+        region to regenerate), the model is fed them step by step and continues after them."""
         if labels.shape[0] != self.batch:
             raise ValueError(f"this sampler was built for batch {self.batch}, got {labels.shape[0]} labels")
         check_labels(labels, self.model.config.num_classes)          # here: the graphs cannot sync
         null = torch.full_like(labels, self.model.config.num_classes)
         self.labels.copy_(torch.cat([labels, null]) if self.guided else labels)
+        P = 0 if prefix is None else prefix.shape[1]
+        if not 0 <= P < self.model.config.num_tokens:
+            raise ValueError(f"prefix has {P} tokens; it must be shorter than the {self.model.config.num_tokens} of an image")
+        if P:
+            self.known[:, :P].copy_(prefix)
+        self.known_len.fill_(P)
         if self.rows:
             if not isinstance(rng, RowStreams) or len(rng) != self.batch:
                 raise ValueError("this sampler draws from per-row streams: pass a RowStreams of the batch size")

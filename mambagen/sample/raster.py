@@ -93,12 +93,19 @@ class RasterParadigm:
         return result
 
     def edit(self, model, tokenizer, images, region, labels, sampling, rng, fast=None, compile=False):
-        """Regenerate every token row from the first one the region (H, W) bool touches."""
+        """Regenerate every token row from the first one the region (H, W) bool touches. fast: the family's
+        fast decode (on CUDA): the step sampler is fed the kept rows, then continues."""
+        from .streams import RowStreams
         grid = model.config.grid
         first = int((~kept_tokens(region, grid)).any(1).nonzero()[0])
-        ids = tokenizer.encode(images)
-        res = generate_raster(model, labels, sampling, rng, prefix=ids[:, :first * grid])
-        return self.images(model, tokenizer, res.tokens)[0]
+        prefix = tokenizer.encode(images)[:, :first * grid]
+        if fast is None:
+            tokens = generate_raster(model, labels, sampling, rng, prefix=prefix).tokens
+        else:
+            sampler = self.fast(model, tokenizer, len(labels), sampling, fast, rows=isinstance(rng, RowStreams),
+                                compile=compile)
+            tokens = sampler.generate(labels, rng, prefix=prefix)
+        return self.images(model, tokenizer, tokens)[0]
 
 
 RASTER = RasterParadigm()
