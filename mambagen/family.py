@@ -30,7 +30,9 @@ class Family:
     fit: Callable[[Any], dict]               # tokenizer -> the config values that make a model fit it
     sampler: Any                             # the paradigm (`sample.raster.RASTER` ...): reference loop, fast
                                              # sampler, image decoding, edits
-    fast: Any = None                         # the family's fast path object for its sampler (on CUDA)
+    fast: Any = None                         # its fast path on CUDA, the class its paradigm builds: a decode
+                                             # (raster: start/step, e.g. AiMFastDecode) or a fast call
+                                             # (block_steps + setting(), e.g. ARPGFastCall); None: the eager steps
     edits: frozenset = frozenset()           # edits it supports: "inpaint", "outpaint", "canvas"
     sampling_options: frozenset = frozenset()  # family options of SamplingConfig it reads (steps, ...)
     train_inputs: Callable | None = None     # (model, tokens, labels, quantizer, rng) -> model(*args) inputs

@@ -71,9 +71,8 @@ class GraphedRasterSampler:
                 logits = torch.where(t > s.cfg_interval + 1, cond, logits)
         noise = self.streams.uniform(t, (logits.shape[-1],)) if self.rows and not s.greedy else self.noise
         tok = gumbel_max(logits, noise, s.temperature, s.top_k, s.top_p)
-        t_ = torch.as_tensor(t, device=tok.device) if torch.is_tensor(t) else t
-        known = self.known[:, t] if isinstance(t, int) else self.known.index_select(1, t_.reshape(1))[:, 0]
-        tok = torch.where(t_ < self.known_len, known, tok)
+        known = self.known[:, t] if isinstance(t, int) else self.known.index_select(1, t.reshape(1))[:, 0]
+        tok = torch.where(self.known_len > t, known, tok)
         self.tok_in.copy_(torch.cat([tok, tok]) if self.guided else tok)
         return tok
 
