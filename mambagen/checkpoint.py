@@ -2,13 +2,17 @@
 
     model_dir/
       config.json          {"format": "mambagen", "format_version": 1, "kind": "generator",
-                            "family": "aim", "config": {...}, "tokenizer": "tokenizer" | null}
-      model.safetensors    weights (tied tensors stored under each name)
+                            "family": "aim", "config": {...}, "tokenizer": "tokenizer" | null,
+                            "files": {"model.safetensors": "sha256:...", ...}}
+      model.safetensors    weights (a tied tensor stored once, its other names in the file's metadata)
       ema.safetensors      optional EMA weights
       tokenizer/           optional: a tokenizer directory of the same format (kind "tokenizer")
 
 Files are written atomically and config.json last, so an interrupted save never
-leaves a directory that loads; a torn or foreign file is a clear error.
+leaves a directory that loads; a torn or foreign file is a clear error. Loading
+checks each weight file against its recorded digest (a flipped bit is named;
+`verify=False` skips it) and refuses non-finite weights; paths inside
+config.json never leave the directory.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .io import CheckpointError, load_safetensors, load_state_dict_strict, read_json, save_safetensors, write_json
+from .io import (CheckpointError, check_finite, load_safetensors, load_state_dict_strict, read_json, save_safetensors,
+                 verify_digest, write_json)
 
 FORMAT, FORMAT_VERSION = "mambagen", 1
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "emoji-aim-demo"   # `load("demo")`: the shipped pipeline
@@ -42,10 +47,10 @@ def model_family(model: nn.Module) -> str:
 
 def save_tokenizer(tokenizer: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
     path = Path(path)
-    save_safetensors(path / "model.safetensors", tokenizer.state_dict())
+    files = {"model.safetensors": save_safetensors(path / "model.safetensors", tokenizer.state_dict())}
     write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "tokenizer",
                                       "family": tokenizer_family(tokenizer), "config": tokenizer.config.to_dict(),
-                                      **(extra or {})})
+                                      **(extra or {}), "files": files})
     return path
 
 
@@ -59,14 +64,22 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, tokenizer: nn.Modul
     path = Path(path)
     if tokenizer is not None:
         save_tokenizer(tokenizer, path / "tokenizer")
-    save_safetensors(path / "model.safetensors", model.state_dict() if state is None else state)
+    files = {"model.safetensors": save_safetensors(path / "model.safetensors",
+                                                   model.state_dict() if state is None else state)}
     if ema is not None:
-        save_safetensors(path / "ema.safetensors", ema)
+        files["ema.safetensors"] = save_safetensors(path / "ema.safetensors", ema)
     write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "generator",
                                       "family": model_family(model), "config": model.config.to_dict(),
                                       "tokenizer": "tokenizer" if tokenizer is not None else None,
-                                      **(extra or {})})
+                                      **(extra or {}), "files": files})
     return path
+
+
+def inside(folder: Path, name, what: str) -> Path:
+    """folder/name for a name read from one of our files, refused if it leaves `folder` (`../`, absolute)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{what}: {name!r} must be a relative path inside {folder}")
+    return folder / name
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -79,28 +92,45 @@ def read_config(path: str | os.PathLike) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}/config.json is not a mambagen checkpoint (format={meta.get('format')!r}); "
                               "official checkpoints go through `mambagen convert`")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{path}/config.json: its \"config\" must be a JSON object")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {meta['format_version']} is newer than this mambagen "
                               f"({FORMAT_VERSION}); upgrade mambagen")
     return meta
 
 
-def _load_weights_into(module: nn.Module, file: Path, device) -> nn.Module:
-    load_state_dict_strict(module, load_safetensors(file), str(file))
+def load_weight_file(path: Path, meta: dict, name: str, verify: bool = True) -> dict:
+    """path/name's tensors, checked against config.json's digest (when recorded and `verify`)."""
+    file = path / name
+    digest = (meta.get("files") or {}).get(name)
+    if verify:
+        verify_digest(file, digest)
+    return load_safetensors(file)
+
+
+def _load_weights_into(module: nn.Module, path: Path, meta: dict, name: str, device, verify: bool) -> nn.Module:
+    state = load_weight_file(path, meta, name, verify)
+    check_finite(state, str(path / name), {n for n, _ in module.named_parameters(remove_duplicate=False)})
+    load_state_dict_strict(module, state, str(path / name))
     return module.to(device).eval()
 
 
-def _tokenizer_from(path: Path, meta: dict, device) -> nn.Module:
+def _tokenizer_from(path: Path, meta: dict, device, verify: bool = True) -> nn.Module:
     from .tokenizers import KINDS
     if meta.get("kind") != "tokenizer":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a tokenizer")
     if meta.get("family") not in KINDS:
         raise CheckpointError(f"{path}: unknown tokenizer family {meta.get('family')!r}")
     kind = KINDS[meta["family"]]
-    return _load_weights_into(kind.model(kind.config.from_dict(meta["config"])), path / "model.safetensors", device)
+    try:
+        config = kind.config.from_dict(meta["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}/config.json does not describe a valid tokenizer: {e}") from None
+    return _load_weights_into(kind.model(config), path, meta, "model.safetensors", device, verify)
 
 
-def _generator_from(path: Path, meta: dict, device, ema: bool) -> nn.Module:
+def _generator_from(path: Path, meta: dict, device, ema: bool, verify: bool = True) -> nn.Module:
     from .models.registry import build_model
     if meta.get("kind") != "generator":
         raise CheckpointError(f"{path}: holds a {meta.get('kind')}, not a generator")
@@ -109,17 +139,19 @@ def _generator_from(path: Path, meta: dict, device, ema: bool) -> nn.Module:
     except (KeyError, ValueError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise CheckpointError(f"{path}/config.json does not describe a valid model: {msg}") from None
-    return _load_weights_into(model, path / ("ema.safetensors" if ema else "model.safetensors"), device)
+    if ema and not (path / "ema.safetensors").is_file():
+        raise CheckpointError(f"{path}: has no EMA weights (ema.safetensors); leave out --ema")
+    return _load_weights_into(model, path, meta, "ema.safetensors" if ema else "model.safetensors", device, verify)
 
 
-def load_tokenizer(path: str | os.PathLike, device="cpu") -> nn.Module:
+def load_tokenizer(path: str | os.PathLike, device="cpu", verify: bool = True) -> nn.Module:
     path = resolve(path)
-    return _tokenizer_from(path, read_config(path), device)
+    return _tokenizer_from(path, read_config(path), device, verify)
 
 
-def load_model(path: str | os.PathLike, device="cpu", ema: bool = False) -> nn.Module:
+def load_model(path: str | os.PathLike, device="cpu", ema: bool = False, verify: bool = True) -> nn.Module:
     path = resolve(path)
-    return _generator_from(path, read_config(path), device, ema)
+    return _generator_from(path, read_config(path), device, ema, verify)
 
 
 @dataclass
@@ -130,18 +162,19 @@ class Pipeline:
     meta: dict | None = None
 
 
-def load(path: str | os.PathLike, device="cpu", ema: bool = False, with_meta: bool = False):
+def load(path: str | os.PathLike, device="cpu", ema: bool = False, with_meta: bool = False, verify: bool = True):
     """A checkpoint directory -> a model, or a `Pipeline` when it holds a tokenizer too.
     A tokenizer directory loads as the tokenizer; "demo" is the pipeline shipped in the package.
-    config.json is read once; with_meta=True returns (object, config.json) for the caller's defaults."""
+    config.json is read once; with_meta=True returns (object, config.json) for the caller's defaults.
+    verify=False skips the digest check of the weight files (a flipped bit then loads silently)."""
     path = resolve(path)
     meta = read_config(path)
     if meta.get("kind") == "tokenizer":
-        obj = _tokenizer_from(path, meta, device)
+        obj = _tokenizer_from(path, meta, device, verify)
     else:
-        model = _generator_from(path, meta, device, ema)
+        model = _generator_from(path, meta, device, ema, verify)
         obj = model
         if meta.get("tokenizer"):
-            tok_dir = path / meta["tokenizer"]
-            obj = Pipeline(model, _tokenizer_from(tok_dir, read_config(tok_dir), device), meta)
+            tok_dir = inside(path, meta["tokenizer"], f"{path}/config.json \"tokenizer\"")
+            obj = Pipeline(model, _tokenizer_from(tok_dir, read_config(tok_dir), device, verify), meta)
     return (obj, meta) if with_meta else obj

@@ -35,8 +35,10 @@ def test_torn_foreign_and_incomplete_checkpoints_are_clear_errors(tmp_path):
     d = mambagen.save_model(gen, tmp_path / "m")
     weights = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupt"):
+        mambagen.load(d)                       # the digest recorded in config.json
     with pytest.raises(CheckpointError, match="truncated or foreign"):
-        mambagen.load(d)
+        mambagen.load(d, verify=False)         # and the reader itself
     (d / "config.json").write_text(json.dumps({"d_model": 8}))
     with pytest.raises(CheckpointError, match="not a mambagen checkpoint"):
         mambagen.load(d)
