@@ -198,7 +198,8 @@ def run_bench(args) -> Path:
     if args.single:
         print("RESULT " + json.dumps(_measure(json.loads(args.single))), flush=True)
         return Path(args.out)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from .device import resolve_device
+    device = str(resolve_device(args.device))
     meta = {"device": _device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
     jobs = []
     for spec in args.generate:

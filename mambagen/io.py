@@ -326,15 +326,20 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
     module.load_state_dict(state, strict=True)
 
 
-def check_finite(state: dict[str, torch.Tensor], what: str, parameters=None) -> None:
-    """Refuse weights holding NaN/inf (a diverged run: sampling them gives NaN probabilities). Buffers
-    may hold -inf (attention masks): inf counts only for names in `parameters` (all, when None)."""
+def nonfinite_tensors(state: dict[str, torch.Tensor], parameters=None) -> list[str]:
+    """Names of tensors holding NaN, or inf among `parameters` (all, when None): buffers may hold -inf
+    (attention masks)."""
     def bad(k, v):
         if not v.is_floating_point():
             return False
         return bool(torch.isnan(v).any()) if parameters is not None and k not in parameters \
             else not bool(torch.isfinite(v).all())
-    found = [k for k, v in state.items() if bad(k, v)]
+    return [k for k, v in state.items() if bad(k, v)]
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str, parameters=None) -> None:
+    """Refuse weights holding NaN/inf (a diverged run: sampling them gives NaN probabilities)."""
+    found = nonfinite_tensors(state, parameters)
     if found:
         raise CheckpointError(f"{what} holds non-finite weights (NaN/inf in {len(found)} tensor(s), e.g. {found[0]}): "
                               "it comes from a diverged run; use an earlier checkpoint")

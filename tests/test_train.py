@@ -110,7 +110,7 @@ def test_nan_loss_stops_with_last_checkpoint_intact(tokens, tmp_path, monkeypatc
         return logits, loss * float("nan") if calls["n"] > 4 else loss  # steps 1-4 fine, step 5 NaN
 
     monkeypatch.setattr(AiM, "forward", forward)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*step_00000003"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 5.*step_00000003"):
         train(_cfg(tokens, tmp_path / "r", val_data=None))
     ckpts = sorted((tmp_path / "r" / "checkpoints").iterdir())
     assert [p.name for p in ckpts] == ["step_00000003"]

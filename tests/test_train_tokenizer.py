@@ -199,7 +199,7 @@ def test_resume_reproduces_the_uninterrupted_run(data, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_different_model(data, tmp_path):
     run(config(data, tmp_path / "r", steps=3), data)
-    with pytest.raises(ValueError, match="different image_size"):
+    with pytest.raises(ValueError, match=r"cannot resume: .*image_size \(checkpoint 16, now 32\)"):
         run(config(data, tmp_path / "r", steps=6, resume=True, image_size=32), data)
     with pytest.raises(ValueError, match="no checkpoint found"):
         run(config(data, tmp_path / "empty", resume=True), data)

@@ -14,7 +14,9 @@ UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs,
 
 
 def device_of(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """--device, checked (a CPU build asked for cuda, 'gpu') before any work."""
+    from ..device import resolve_device
+    return resolve_device(name)
 
 
 def add_model_args(p, *, default: str | None = "demo", registered: bool = False, device: bool = True) -> None:
@@ -25,6 +27,8 @@ def add_model_args(p, *, default: str | None = "demo", registered: bool = False,
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the checkpoint's own"
                    + ("; a registered name's: its family's small tokenizer, random" if registered else "") + ")")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checking the weight files against the digests in config.json")
     if device:
         add_run_args(p, progress=False)
 
@@ -76,8 +80,9 @@ def load_pipeline(args, device, *, registered: bool = False):
 
     source = resolve(args.model)
     model, tokenizer, meta, untrained = None, None, {}, False
+    verify = getattr(args, "verify", True)
     if source.exists():
-        obj, meta = load(source, device=device, ema=args.ema, with_meta=True)
+        obj, meta = load(source, device=device, ema=args.ema, with_meta=True, verify=verify)
         if meta.get("kind") == "tokenizer":
             raise ValueError(f"{args.model}: holds a tokenizer, not a generator")
         model, tokenizer = (obj.generator, obj.tokenizer) if isinstance(obj, Pipeline) else (obj, None)
@@ -92,7 +97,13 @@ def load_pipeline(args, device, *, registered: bool = False):
         tok_arg = KINDS[family_of_size(args.model).tokenizer].demo
     if tok_arg is not None:
         if Path(tok_arg).exists():
-            tokenizer = load_tokenizer(tok_arg, device)
+            own, tokenizer = tokenizer, load_tokenizer(tok_arg, device, verify=verify)
+            # another tokenizer must make the same ids as the one the model was trained on (its own, or
+            # the one config.json records), not just have as many codes
+            expected = own.config.to_dict() if own is not None else meta.get("tokenizer_config")
+            if isinstance(expected, dict):
+                from ..tokenizers import check_same_tokenizer
+                check_same_tokenizer(expected, tokenizer, f"--tokenizer {tok_arg}", f"{args.model} was trained with")
         elif tok_arg in list_tokenizers():
             torch.manual_seed(args.seed or 0)
             tokenizer, untrained = create_tokenizer(tok_arg).to(device).eval(), True

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 from ..data.emoji import META_PACKAGE, STYLE_PACKAGES, STYLES, VERSION, default_cache_dir
-from .common import FMT, add_run_args
+from .common import FMT, add_run_args, device_of
 
 
 def data_subparsers(subparsers) -> argparse._SubParsersAction:
@@ -73,11 +72,11 @@ def add_tokenize(subparsers) -> None:
 
 def _cmd_tokenize(args) -> None:
     from ..checkpoint import load_tokenizer
-    from ..data.folder import ImageFolder
+    from ..data.folder import ImageFolder, describe_skipped
     from ..data.tokens import tokenize_dataset
     from ..io import read_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_of(args.device)
     tok = load_tokenizer(args.tokenizer, device)
     size = args.image_size or tok.config.image_size
     ds = ImageFolder(args.data, size)
@@ -88,8 +87,8 @@ def _cmd_tokenize(args) -> None:
     print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
           f"tokens ({len(meta['shards'])} shard(s)) to {out}")
     report = ds.skipped_report()
-    if report.get("dropped_by_scan") or report.get("skipped"):
-        print(f"left out unreadable images: {report}")
+    if report.get("skipped") or report.get("links_skipped"):
+        print(describe_skipped(report))
 
 
 def add_parsers(subparsers) -> None:

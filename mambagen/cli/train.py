@@ -10,8 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from ..train.loop import TrainConfig, train
-from ..train.tokenizer import (TOKENIZER_NAMES, TokenizerTrainConfig, latest_checkpoint,
-                               train_tokenizer)
+from ..train.tokenizer import TOKENIZER_NAMES, TokenizerTrainConfig, train_tokenizer
 from .common import FMT
 
 
@@ -54,9 +53,18 @@ def add_train(subparsers) -> None:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="how several processes share the model")
     p.add_argument("--device", default=None, help="cpu or cuda (None: cuda if available)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_folder_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(fn=_cmd_train)
+
+
+def add_run_folder_args(p) -> None:
+    """--resume, --overwrite, --allow-changes: what to do with a folder that holds a run."""
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (deletes its "
+                   "checkpoints, logs and final model)")
+    p.add_argument("--allow-changes", action="store_true", help="with --resume: continue although the batch size, "
+                   "seed or learning rate differ from the run's")
 
 
 def _cmd_train(args) -> None:
@@ -74,11 +82,7 @@ def _cmd_train_tokenizer(args) -> None:
     fields = {f.name for f in dataclasses.fields(TokenizerTrainConfig)}
     cfg = TokenizerTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     _console_logging()
-    try:
-        path = train_tokenizer(cfg)
-    except KeyboardInterrupt:
-        raise SystemExit(f"interrupted; continue with --resume (last checkpoint: {latest_checkpoint(cfg.out)})") \
-            from None
+    path = train_tokenizer(cfg)
     print(f"wrote {path} (curves: {Path(cfg.out) / 'curves.png'})")
 
 
@@ -118,7 +122,7 @@ def add_train_tokenizer(subparsers) -> None:
     g.add_argument("--image-size", type=int, default=d["image_size"], help="training resolution (square)")
     g.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=d["random_flip"],
                    help="random horizontal flips of training images")
-    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add_run_folder_args(g)
     g.add_argument("--seed", type=int, default=d["seed"], help="seed of weights, data order and flips")
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader worker processes")
     g.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:1 ... (None: cuda if available)")

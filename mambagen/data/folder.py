@@ -149,7 +149,7 @@ class ImageFolder(torch.utils.data.Dataset):
         self.random_flip = random_flip
         self.extensions = tuple(e.lower() for e in extensions)
         self.seed, self.epoch = int(seed), 0
-        self.classes, self.samples, self.empty_classes = _index_folder(self.root, self.extensions)
+        self.classes, self.samples, self.empty_classes, self.links_skipped = _index_folder(self.root, self.extensions)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self._bad: dict[int, str] = {}     # sample index -> reason, remembered so bad files are read once
         self._fallbacks = 0                # __getitem__ calls served by a neighbour
@@ -230,6 +230,8 @@ class ImageFolder(torch.utils.data.Dataset):
             "reasons": dict(Counter(r for _, r in bad)),
             "examples": [{"path": p, "reason": r} for p, r in bad[:_MAX_EXAMPLES]],
             "empty_classes": list(self.empty_classes),
+            "links_skipped": len(self.links_skipped),
+            "link_examples": [{"path": p, "reason": r} for p, r in self.links_skipped[:_MAX_EXAMPLES]],
         }
 
     def __repr__(self) -> str:
@@ -238,8 +240,12 @@ class ImageFolder(torch.utils.data.Dataset):
 
 
 def _index_folder(root: Path, extensions: tuple[str, ...]):
-    """(sorted class names, [(path, label)] sorted by path, empty class names) for a class-per-folder tree.
+    """(sorted class names, [(path, label)] sorted by path, empty class names, skipped links) for a
+    class-per-folder tree.
 
+    Links are followed the way a symlink farm needs (a class folder or an image may link anywhere), but
+    each real file is counted once, and a folder link inside a class that leads out of it (or around, back
+    into itself) is not entered: a link loop cannot multiply files or move them into another class.
     Empty class folders keep their label, so train/ and val/ trees with the same folders agree on
     the class ids even if one of them lacks images for some class.
     """
@@ -250,17 +256,47 @@ def _index_folder(root: Path, extensions: tuple[str, ...]):
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise ValueError(f"{root}: has no class sub-folders (expected root/<class>/<images>)")
-    samples, empty = [], []
+    samples, empty, seen_files, skipped = [], [], set(), []
     for label, name in enumerate(classes):
-        files = []
+        top = os.path.realpath(root / name)
+        visited, files = {top}, []
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # hidden: .git, .ipynb...
-            files += [os.path.join(dirpath, f) for f in filenames
-                      if not f.startswith(".") and f.lower().endswith(extensions)]
+            keep = []
+            for d in sorted(d for d in dirnames if not d.startswith(".")):   # hidden: .git, .ipynb...
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real in visited or os.path.commonpath([real, top]) != top:
+                    skipped.append((os.path.join(dirpath, d), "folder link out of its class folder or in a loop"))
+                else:
+                    visited.add(real)
+                    keep.append(d)
+            dirnames[:] = keep
+            for f in filenames:
+                if f.startswith(".") or not f.lower().endswith(extensions):
+                    continue
+                path = os.path.join(dirpath, f)
+                real = os.path.realpath(path)
+                if real in seen_files:
+                    skipped.append((path, "a link to an image already counted"))
+                    continue
+                seen_files.add(real)
+                files.append(path)
         samples += [(p, label) for p in sorted(files)]
         if not files:
             empty.append(name)
     if not samples:
         raise ValueError(f"{root}: no images with extensions {', '.join(extensions)} in its "
                          f"{len(classes)} class folder(s)")
-    return classes, samples, empty
+    return classes, samples, empty, skipped
+
+
+def describe_skipped(report: dict) -> str:
+    """One line for what a scan left out (`ImageFolder.skipped_report()`)."""
+    parts = []
+    if report.get("skipped"):
+        reasons = ", ".join(f"{n} {r}" for r, n in report["reasons"].items())
+        parts.append(f"{report['skipped']} unreadable image(s) left out ({reasons}; e.g. "
+                     f"{report['examples'][0]['path']})")
+    if report.get("links_skipped"):
+        parts.append(f"{report['links_skipped']} link(s) not followed (e.g. {report['link_examples'][0]['path']}: "
+                     f"{report['link_examples'][0]['reason']})")
+    return f"{report['root']}: " + "; ".join(parts) if parts else f"{report['root']}: every image readable"

@@ -70,8 +70,47 @@ def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_si
     return out
 
 
+def _check_meta(root: Path, meta: dict) -> None:
+    """meta.json's fields have the types and ranges a dataset needs, named when they do not."""
+    for key in ("num_samples", "num_tokens", "vocab_size", "num_classes"):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CheckpointError(f"{root}/meta.json: {key} must be a positive integer, got {v!r}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not shards or not all(isinstance(s, dict) for s in shards):
+        raise CheckpointError(f"{root}/meta.json: shards must be a non-empty list of {{file, count}} objects")
+
+
+def _read_shard(root: Path, entry: dict, meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (n, V, N) int64-able, labels (n,)) of one shard, every id and label checked against meta.json."""
+    from ..checkpoint import inside
+    file = inside(root, entry.get("file"), f"{root}/meta.json shard file")
+    where = f"{file}"
+    part = load_safetensors(file)
+    if set(part) != {"tokens", "labels"}:
+        raise CheckpointError(f"{where}: holds {sorted(part)}, expected tokens and labels")
+    tokens, labels = part["tokens"], part["labels"]
+    for name, t, dims in (("tokens", tokens, 3), ("labels", labels, 1)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise CheckpointError(f"{where}: {name} are {t.dtype}, expected integer ids")
+        if t.dim() != dims:
+            raise CheckpointError(f"{where}: {name} have shape {tuple(t.shape)}, expected {dims} dimension(s)")
+    if tokens.shape[0] != labels.shape[0] or tokens.shape[-1] != meta["num_tokens"] or tokens.shape[1] not in (1, 2):
+        raise CheckpointError(f"{where}: tokens {tuple(tokens.shape)} and labels {tuple(labels.shape)} do not make "
+                              f"(n, views 1 or 2, {meta['num_tokens']} tokens) and (n,)")
+    if "count" in entry and entry["count"] != len(labels):
+        raise CheckpointError(f"{where}: holds {len(labels)} samples, meta.json says {entry['count']!r}")
+    for name, t, top, what in (("tokens", tokens, meta["vocab_size"], "vocab_size"),
+                               ("labels", labels, meta["num_classes"], "num_classes")):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= top):
+            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+            raise CheckpointError(f"{where}: {name} hold {bad}, outside 0..{top - 1} ({what} {top} in meta.json)")
+    return tokens, labels
+
+
 class TokenDataset:
-    """All shards in memory (ImageNet at 256 px: 1.28M x 2 x 256 int16 = 1.3 GB).
+    """All shards in memory (ImageNet at 256 px: 1.28M x 2 x 256 int16 = 1.3 GB), checked when opened:
+    meta.json's types, each shard's dtypes, shapes and every id and label in range.
 
     `batch(indices, epoch, seed)` returns (tokens (b, N) int64, labels (b,)): with
     flip data the view is drawn from (seed, epoch, index), so resuming is exact.
@@ -82,11 +121,12 @@ class TokenDataset:
         if not (root / "meta.json").exists():
             raise CheckpointError(f"{root}: no meta.json - not a token dataset (make one with `mambagen tokenize`)")
         self.meta = meta = read_json(root / "meta.json")
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{root}/meta.json is not a mambagen token dataset")
-        parts = [load_safetensors(root / s["file"]) for s in meta["shards"]]
-        self.tokens = torch.cat([p["tokens"] for p in parts])          # (n, V, N)
-        self.labels = torch.cat([p["labels"] for p in parts])          # (n,)
+        _check_meta(root, meta)
+        parts = [_read_shard(root, s, meta) for s in meta["shards"]]
+        self.tokens = torch.cat([p[0] for p in parts])          # (n, V, N)
+        self.labels = torch.cat([p[1] for p in parts])          # (n,)
         if len(self.labels) != meta["num_samples"]:
             raise CheckpointError(f"{root}: shards hold {len(self.labels)} samples, meta.json says {meta['num_samples']}")
         self.num_tokens, self.vocab_size = meta["num_tokens"], meta["vocab_size"]

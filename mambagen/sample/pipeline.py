@@ -23,21 +23,26 @@ from .config import SamplingConfig
 from .streams import RowStreams
 
 
-def check_pair(model, tokenizer) -> None:
+def check_pair(model, tokenizer, grid: bool = False) -> None:
     """The generator must model the tokenizer's ids: its family's tokenizer kind, the tokenizer's
-    vocabulary (and scales and code width, for multi-scale tokenizers)."""
+    vocabulary (and scales and code width, for multi-scale tokenizers). grid=True (a tokenizer given
+    on its own, not shipped with the generator): also its tokens per image at its image size."""
     family, kind = family_of(model), kind_of(tokenizer)
     if kind.name != family.tokenizer:
         raise ValueError(f"a {kind.name} tokenizer does not fit a {family.name} generator (it models "
                          f"{family.tokenizer} ids)")
-    fit = {k: v for k, v in family.fit(tokenizer).items() if k != "num_tokens"}   # a VQ map takes any grid
+    fit = family.fit(tokenizer)
+    if not grid:
+        fit.pop("num_tokens", None)    # a VQ decoder takes any grid (a 384 px model with the 256 px VQ)
     if fit["vocab_size"] != model.config.vocab_size:
         raise ValueError(f"tokenizer has {fit['vocab_size']} codes but the generator models "
                          f"{model.config.vocab_size}: they were not trained together")
     bad = {k: (v, getattr(model.config, k)) for k, v in fit.items() if tuple(_seq(v)) != tuple(_seq(getattr(model.config, k)))}
     if bad:
+        hint = (f" (the tokenizer's image_size is {tokenizer.config.image_size}; if it should decode another "
+                "size, set image_size in its config.json)" if "num_tokens" in bad else "")
         raise ValueError("the tokenizer does not fit the generator (tokenizer, generator): "
-                         + ", ".join(f"{k} {a} != {b}" for k, (a, b) in bad.items()))
+                         + ", ".join(f"{k} {a} != {b}" for k, (a, b) in bad.items()) + hint)
 
 
 def _seq(v):

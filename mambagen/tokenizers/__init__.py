@@ -84,6 +84,27 @@ KINDS: dict[str, TokenizerKind] = {
 }
 
 
+# config fields that change which ids a tokenizer makes or what pixels they decode to (not its losses)
+IDENTITY_FIELDS = ("codebook_size", "vocab_size", "codebook_embed_dim", "z_channels", "encoder_ch_mult",
+                   "decoder_ch_mult", "ch_mult", "ch", "num_res_blocks", "image_size", "patch_nums", "using_znorm",
+                   "quant_resi", "share_quant_resi")
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """'field a != b' for every identity field two tokenizer configs (dicts) disagree on."""
+    def plain(v):
+        return list(v) if isinstance(v, (tuple, list)) else v
+    return [f"{k} {plain(a[k])} vs {plain(b[k])}" for k in IDENTITY_FIELDS
+            if k in a and k in b and plain(a[k]) != plain(b[k])]
+
+
+def check_same_tokenizer(expected: dict, given, what: str, expected_what: str) -> None:
+    """Refuse `given` (a tokenizer) when its config differs from `expected` (a config dict) in any identity field."""
+    diff = config_differences(expected, given.config.to_dict())
+    if diff:
+        raise ValueError(f"{what} is not the tokenizer {expected_what} (expected vs given): " + "; ".join(diff))
+
+
 def kind_of(tokenizer) -> TokenizerKind:
     for kind in KINDS.values():
         if isinstance(tokenizer, kind.model):

@@ -27,10 +27,10 @@ class DistInfo:
 
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment; one process without it. NCCL on CUDA, gloo on CPU."""
-    want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    from ..device import resolve_device
+    want_cuda = resolve_device(device).type == "cuda"
     if "RANK" not in os.environ:
-        dev = torch.device(device or ("cuda" if want_cuda else "cpu"))
-        return DistInfo(device=dev)
+        return DistInfo(device=resolve_device(device))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     if want_cuda:
         torch.cuda.set_device(local)
@@ -85,6 +85,33 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(x)
         x /= info.world
     return x
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when it is true on any (a stop signal reaches each rank at its own time)."""
+    if not info.enabled:
+        return bool(flag)
+    x = torch.tensor(float(flag), device=info.device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return bool(x.item())
+
+
+def on_main(fn, info: DistInfo):
+    """Run fn() on rank 0 only (claiming the run folder); a ValueError there is raised on every rank, so
+    no rank is left waiting in a collective the others never reach."""
+    result, error = None, None
+    if info.main:
+        try:
+            result = fn()
+        except ValueError as e:
+            error = str(e)
+    if info.enabled:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise ValueError(error)
+    return result
 
 
 def barrier(info: DistInfo) -> None:

@@ -8,7 +8,6 @@ Any family plugs in: a model is called as `logits, loss = model(tokens, labels)`
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -19,17 +18,19 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, load_tokenizer, save_model
 from ..data.tokens import TokenDataset
-from ..io import load_safetensors, write_json
+from ..io import check_finite, load_safetensors, write_json
 from ..layers.embed import drop_labels
 from ..layers.mamba2 import set_scan_chunk
 from ..models.registry import create_model, family_of, family_of_size
 from .memory import checkpoint_blocks
-from .dist import (all_reduce_mean, barrier, cleanup, full_state_dicts, init_distributed, load_full_state_dicts,
-                   unwrap, wrap_model)
+from .dist import (all_reduce_mean, any_rank, barrier, cleanup, full_state_dicts, init_distributed,
+                   load_full_state_dicts, on_main, unwrap, wrap_model)
+from .guard import StopSignals, TrainingInterrupted, check_resume, claim_run_folder, cleanup_failed_start
 from .logging import RunLogger
 from .optim import make_optimizer, scaled_lr
-from .plumbing import (CheckpointFolders, full_tensor, autocast_for, clip_gradients, diverged, ema_init, ema_update, lr_at,
-                       read_train_state, rng_state, set_rng_state, write_train_state)
+from .plumbing import (CheckpointFolders, autocast_for, clip_gradients, diverged, ema_init, ema_update, full_tensor,
+                       lr_at, read_train_state, replace_folder, rng_state, set_rng_state, weights_finite,
+                       write_train_state)
 from .plumbing import TrainingDiverged  # noqa: F401  (what `train` raises; imported from here by callers)
 
 
@@ -66,6 +67,8 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     resume: bool = False
+    overwrite: bool = False             # replace a run already in `out` (its checkpoints, logs, final/)
+    allow_changes: bool = False         # --resume although RESUME_FIXED settings changed
     progress: bool = True
 
     def __post_init__(self):
@@ -77,6 +80,14 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.keep_best and not self.val_data:
             raise ValueError("keep_best needs val_data: the best model is the one with the lowest held-out bits/token")
+
+
+# a resumed run with other values of these would be another run (the model itself can never change)
+RESUME_FIXED = ("batch_size", "grad_accum", "seed", "lr", "betas", "weight_decay", "warmup", "class_dropout")
+RESUME_ALWAYS = ("model", "model_overrides")
+RUN_MARKS = ("train_config.json", "checkpoints/step_*", "final", "log.csv")      # a folder holding a run
+RUN_FILES = ("train_config.json", "checkpoints", "final", "best", ".final.*", ".best.*", "log.csv", "tb",
+             "curves.png", "samples_*.png")                                      # what --overwrite deletes
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -168,10 +179,14 @@ def sample_grid(model, tokenizer, num_classes: int, path: Path, cfg_scale: float
 
 # ----------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig) -> Path:
-    """Train; returns the final model directory (out/final, a pipeline when a tokenizer is given)."""
+    """Train; returns the final model directory (out/final, a pipeline when a tokenizer is given).
+
+    SIGINT/SIGTERM stop it after the current step with a checkpoint (`TrainingInterrupted`); a NaN/inf
+    raises `TrainingDiverged` naming the checkpoint to resume from."""
     info = init_distributed(cfg.device)
     try:
-        return _train(cfg, info)
+        with cleanup_failed_start(Path(cfg.out), enabled=info.main):
+            return _train(cfg, info)
     finally:
         cleanup(info)
 
@@ -186,7 +201,7 @@ def _train(cfg: TrainConfig, info) -> Path:
                          f"grad_accum {cfg.grad_accum}")
     autocast = autocast_for(info.device, cfg.precision)
 
-    # 1. model, optimizer, EMA (identical init on every rank)
+    # 1. model, optimizer, EMA (identical init on every rank); all checked before the folder is touched
     torch.manual_seed(cfg.seed)
     raw = _make_model(cfg, data).to(info.device)
     set_scan_chunk(raw, cfg.scan_chunk)
@@ -200,120 +215,159 @@ def _train(cfg: TrainConfig, info) -> Path:
                          f"does not fit the data (vocab {data.vocab_size}, {data.num_tokens} tokens, "
                          f"{data.num_classes} classes)")
     p_drop = mcfg.class_dropout if cfg.class_dropout is None else cfg.class_dropout
+    params = {n for n, _ in raw.named_parameters(remove_duplicate=False)}
     model = wrap_model(raw, info, cfg.strategy)
     peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
     opt = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay)
     ema = ema_init(unwrap(model), torch.float32) if cfg.ema else None
     tokenizer = load_tokenizer(cfg.tokenizer, info.device) if cfg.tokenizer else None
+    if tokenizer is not None:     # the tokenizer that made the tokens (grids and sample images depend on it)
+        from ..sample.pipeline import check_pair
+        from ..tokenizers import check_same_tokenizer
+        check_pair(raw, tokenizer)
+        if "tokenizer_config" in data.meta:
+            check_same_tokenizer(data.meta["tokenizer_config"], tokenizer, f"--tokenizer {cfg.tokenizer}",
+                                 f"that made {cfg.data}")
     quantizer = training_quantizer(family_of(raw), tokenizer)
 
-    # 2. resume
-    step, best_bits = 0, math.inf
-    folders = checkpoint_folders(out)
-    last = folders.latest()
-    if cfg.resume and last is not None:
-        state = read_train_state(last)
-        load_full_state_dicts(model, opt, load_safetensors(last / "model.safetensors"), state["optimizer"])
-        if ema is not None and (last / "ema.safetensors").exists():
-            ema = load_safetensors(last / "ema.safetensors")
-        step, best_bits = state["step"], state.get("best_bits", math.inf)
-        set_rng_state(state["rng"])
-        if info.main:
-            print(f"resumed from {last} at step {step}")
-    elif cfg.resume and info.main:
-        print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch")
-    logger = RunLogger(out, enabled=info.main)
-    logger.truncate_after(step)
-    if info.main:
-        write_json(out / "train_config.json", {**asdict(cfg), "world_size": info.world})
+    # the tokenizer the ids came from: `sample --tokenizer` checks a bare model's against it
+    made_by = {"tokenizer_config": data.meta["tokenizer_config"]} if "tokenizer_config" in data.meta else {}
 
-    def save_checkpoint(at: int) -> None:
-        model_state, optim_state = full_state_dicts(model, opt)
+    # 2. the run folder: this run's alone while it trains (locked); resume
+    lock = on_main(lambda: claim_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite, marks=RUN_MARKS,
+                                            written=RUN_FILES), info)
+    try:
+        folders = checkpoint_folders(out)
         if info.main:
-            def fill(folder: Path) -> None:
-                save_model(unwrap(model), folder, ema=ema, state={k: full_tensor(v) for k, v in model_state.items()},
-                           extra={"step": at})
-                write_train_state(folder, {"step": at, "optimizer": optim_state, "config": asdict(cfg),
-                                           "world_size": info.world, "best_bits": best_bits, "rng": rng_state()})
-            folders.write(at, fill)
-            folders.rotate(cfg.keep_last)
+            folders.recover()                   # what a kill mid-save left
         barrier(info)
-
-    def save_best(at: int, bits: float) -> None:
-        """out/best, replaced whole: written beside it, then renamed over it."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        state = get_model_state_dict(unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if info.main:
-            new, best = out / "best.new", out / "best"
-            shutil.rmtree(new, ignore_errors=True)
-            save_model(unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: full_tensor(v) for k, v in state.items()},
-                       extra={"step": at, "val_bits_per_token": bits, "run": str(out)})
-            shutil.rmtree(best, ignore_errors=True)
-            new.rename(best)
-        barrier(info)
-
-    # 3. the loop
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (info.main and cfg.progress))
-    t_last, tokens_seen = time.time(), 0
-    while step < cfg.steps:
-        epoch, idx = _batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        mine = idx[info.rank * micro * cfg.grad_accum:(info.rank + 1) * micro * cfg.grad_accum]
-        torch.manual_seed(_step_seed(cfg.seed, step, info.rank))       # dropout: a function of (step, rank)
-        loss_sum = torch.zeros((), device=info.device)
-        for m, chunk in enumerate(mine.split(micro)):
-            tokens, labels = data.batch(chunk, epoch, cfg.seed)
-            g = torch.Generator().manual_seed(_step_seed(cfg.seed, step, info.rank, m + 1))
-            labels = drop_labels(labels, p_drop, mcfg.num_classes, generator=g)
-            sync = m == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
-            with (nullcontext() if sync else model.no_sync()), autocast:
-                _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer, g)
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.detach() / cfg.grad_accum
-        loss_avg = all_reduce_mean(loss_sum, info)
-        if not torch.isfinite(loss_avg):
-            bar.close()
-            raise diverged("the loss", loss_avg.item(), step, folders.latest())
-        grad_norm = clip_gradients(model.parameters(), cfg.grad_clip)
-        lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, "cosine", cfg.min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema_update(ema, unwrap(model), cfg.ema)
-        step += 1
-        tokens_seen += cfg.batch_size * data.num_tokens
-        bar.update(1)
-
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.time() - t_last
-            loss_v = loss_avg.item()
-            logger.log(step, "train", loss=loss_v, bits_per_token=loss_v / math.log(2), lr=lr,
-                       grad_norm=float(grad_norm), tokens_per_s=tokens_seen / max(dt, 1e-9))
-            bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{lr:.2e}")
-            t_last, tokens_seen = time.time(), 0
-        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            bpt = evaluate_bits_per_token(model, val, micro, info, autocast, quantizer)
-            logger.log(step, "val", bits_per_token=bpt)
-            if info.main:
-                bar.write(f"step {step}: val {bpt:.4f} bits/token")
-            if cfg.keep_best and bpt < best_bits:
-                best_bits = bpt
-                save_best(step, bpt)
-        if tokenizer is not None and info.main and cfg.strategy != "fsdp" and (step % cfg.eval_every == 0 or step == cfg.steps):
-            sample_grid(unwrap(model), tokenizer, mcfg.num_classes, out / f"samples_{step:08d}.png", cfg.sample_cfg, cfg.seed)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_checkpoint(step)
-    bar.close()
-
-    # 4. the final model: weights (+ EMA) (+ tokenizer) as one loadable directory
-    final = out / "final"
-    if info.main:
+        step, best_bits = 0, math.inf
         last = folders.latest()
-        save_model(unwrap(model), final, tokenizer=tokenizer, ema=ema,
-                   state=load_safetensors(last / "model.safetensors"), extra={"step": step, "run": str(out)})
-        logger.plot()
-        logger.close()
-    barrier(info)
-    return final
+        if cfg.resume and last is not None:
+            state = read_train_state(last)
+            changed = check_resume(state.get("config", {}), asdict(cfg), RESUME_FIXED, RESUME_ALWAYS,
+                                   cfg.allow_changes)
+            weights = load_safetensors(last / "model.safetensors")
+            check_finite(weights, str(last / "model.safetensors"), params)
+            load_full_state_dicts(model, opt, weights, state["optimizer"])
+            if ema is not None and (last / "ema.safetensors").exists():
+                ema = load_safetensors(last / "ema.safetensors")
+            step, best_bits = state["step"], state.get("best_bits", math.inf)
+            set_rng_state(state["rng"])
+            if info.main:
+                print(f"resumed from {last} at step {step}"
+                      + "".join(f"; {k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        elif cfg.resume and info.main:
+            print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch")
+        logger = RunLogger(out, enabled=info.main)
+        logger.truncate_after(step)
+        if info.main:
+            write_json(out / "train_config.json", {**asdict(cfg), "world_size": info.world})
+
+        def save_checkpoint(at: int) -> Path:
+            model_state, optim_state = full_state_dicts(model, opt)
+            if not weights_finite(model_state, params):   # an update exploded them: keep the good ones
+                raise diverged("the weights", math.nan, at, folders.last_good(at, parameters=params),
+                               "the last update made some NaN/inf")
+            if info.main:
+                def fill(folder: Path) -> None:
+                    save_model(unwrap(model), folder, ema=ema, extra={"step": at, **made_by},
+                               state={k: full_tensor(v) for k, v in model_state.items()})
+                    write_train_state(folder, {"step": at, "optimizer": optim_state, "config": asdict(cfg),
+                                               "world_size": info.world, "best_bits": best_bits, "rng": rng_state()})
+                folders.write(at, fill)
+                folders.rotate(cfg.keep_last)
+            barrier(info)
+            return folders.path(at)
+
+        def save_best(at: int, bits: float) -> None:
+            """out/best, replaced whole: written beside it, then renamed over it."""
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            state = get_model_state_dict(unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if info.main:
+                replace_folder(out / "best", lambda new: save_model(
+                    unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: full_tensor(v) for k, v in state.items()},
+                    extra={"step": at, "val_bits_per_token": bits, "run": str(out)}))
+            barrier(info)
+
+        def stop_here(signum: int) -> TrainingInterrupted:
+            bar.close()
+            done = folders.latest()
+            saved = done if done is not None and done.name == folders.path(step).name else save_checkpoint(step)
+            return TrainingInterrupted(signum, step, saved)
+
+        # 3. the loop; SIGINT/SIGTERM end it after the step in hand, with a checkpoint
+        model.train()
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (info.main and cfg.progress))
+        t_last, tokens_seen = time.time(), 0
+        with StopSignals() as stop:
+            while step < cfg.steps:
+                if any_rank(stop.requested, info):      # every rank stops after the same step
+                    raise stop_here(stop.requested or 15)
+                epoch, idx = _batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+                mine = idx[info.rank * micro * cfg.grad_accum:(info.rank + 1) * micro * cfg.grad_accum]
+                torch.manual_seed(_step_seed(cfg.seed, step, info.rank))       # dropout: a function of (step, rank)
+                loss_sum = torch.zeros((), device=info.device)
+                for m, chunk in enumerate(mine.split(micro)):
+                    tokens, labels = data.batch(chunk, epoch, cfg.seed)
+                    g = torch.Generator().manual_seed(_step_seed(cfg.seed, step, info.rank, m + 1))
+                    labels = drop_labels(labels, p_drop, mcfg.num_classes, generator=g)
+                    sync = m == cfg.grad_accum - 1 or not hasattr(model, "no_sync")
+                    with (nullcontext() if sync else model.no_sync()), autocast:
+                        _, loss = _forward(model, tokens.to(info.device), labels.to(info.device), quantizer, g)
+                    (loss / cfg.grad_accum).backward()
+                    loss_sum += loss.detach() / cfg.grad_accum
+                loss_avg = all_reduce_mean(loss_sum, info)
+                grad_norm = clip_gradients(model.parameters(), cfg.grad_clip)
+                for what, value in (("the loss", loss_avg), ("the gradient norm", grad_norm)):
+                    if not torch.isfinite(value):       # the weights of `step` are bad; older ones may be fine
+                        bar.close()
+                        raise diverged(what, value.item(), step + 1, folders.last_good(step + 1, parameters=params))
+                lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, "cosine", cfg.min_lr_ratio)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema_update(ema, unwrap(model), cfg.ema)
+                step += 1
+                tokens_seen += cfg.batch_size * data.num_tokens
+                bar.update(1)
+
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    dt = time.time() - t_last
+                    loss_v = loss_avg.item()
+                    logger.log(step, "train", loss=loss_v, bits_per_token=loss_v / math.log(2), lr=lr,
+                               grad_norm=float(grad_norm), tokens_per_s=tokens_seen / max(dt, 1e-9))
+                    bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{lr:.2e}")
+                    t_last, tokens_seen = time.time(), 0
+                if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    bpt = evaluate_bits_per_token(model, val, micro, info, autocast, quantizer)
+                    logger.log(step, "val", bits_per_token=bpt)
+                    if info.main:
+                        bar.write(f"step {step}: val {bpt:.4f} bits/token")
+                    if cfg.keep_best and bpt < best_bits:
+                        best_bits = bpt
+                        save_best(step, bpt)
+                if tokenizer is not None and info.main and cfg.strategy != "fsdp" and (
+                        step % cfg.eval_every == 0 or step == cfg.steps):
+                    sample_grid(unwrap(model), tokenizer, mcfg.num_classes, out / f"samples_{step:08d}.png",
+                                cfg.sample_cfg, cfg.seed)
+                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                    save_checkpoint(step)
+        bar.close()
+
+        # 4. the final model: weights (+ EMA) (+ tokenizer) as one loadable directory, replaced whole
+        final = out / "final"
+        if info.main:
+            last = folders.latest()
+            replace_folder(final, lambda new: save_model(
+                unwrap(model), new, tokenizer=tokenizer, ema=ema, state=load_safetensors(last / "model.safetensors"),
+                extra={"step": step, "run": str(out), **made_by}))
+            logger.plot()
+            logger.close()
+        barrier(info)
+        return final
+    finally:
+        if lock is not None:
+            lock.release()

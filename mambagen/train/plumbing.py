@@ -2,13 +2,15 @@
 
     CheckpointFolders(root)       checkpoints/step_<N>/, each written beside its final name and renamed
                                   into place (never rewritten in place), complete when its train state is
-                                  there; the last `keep` kept
+                                  there; the last `keep` kept; `last_good` the newest with finite weights
+                                  older than a divergence
     write_train_state / read_...  the resume state (optimisers, step, RNG states, ...), written last
     rng_state / set_rng_state     every RNG a loop may touch (Python, NumPy, torch, CUDA)
     ema_init / ema_update         an EMA of the weights: parameters averaged, buffers copied
     lr_at                         linear warm-up, then constant or cosine decay (a pure function of the step)
     clip_gradients                max gradient norm; 0 = no clipping, in both trainers
     diverged                      the error a NaN/inf stops a run with, naming the last good checkpoint
+    replace_folder                write a folder beside its name, then rename it over the old one
     autocast_for                  bf16 autocast on CUDA (or as asked), float32 on CPU
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..io import atomic_path, load_torch_file
+from ..io import (CheckpointError, atomic_path, nonfinite_tensors, file_digest, load_safetensors, load_torch_file, read_json,
+                  verify_digest, write_json)
 
 TRAIN_STATE = "train_state.pt"
 
@@ -40,6 +43,48 @@ def diverged(what: str, value, step: int, last_checkpoint: Path | None, detail: 
              if last_checkpoint is not None else "the last good checkpoint is none (none written yet)")
     return TrainingDiverged(f"{what} became {float(value)} at step {step}{f' ({detail})' if detail else ''}; "
                             f"stopped without writing a checkpoint; {where}; or check the data")
+
+
+def weights_finite(state: dict[str, torch.Tensor], parameters=None) -> bool:
+    return not nonfinite_tensors(state, parameters)
+
+
+def replace_folder(final: Path, fill: Callable[[Path], None]) -> Path:
+    """fill(tmp) writes a folder beside `final`; it then replaces `final` by renames only, so a kill at
+    any point leaves either the old folder or the new one (`recover` puts a half-swapped one back)."""
+    final = Path(final)
+    tmp, old = final.parent / f".{final.name}.tmp", final.parent / f".{final.name}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)    # a full disk must not stay full of a torn save
+        raise
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    return final
+
+
+def recover(folder: Path) -> None:
+    """Undo what a kill in `replace_folder` left: the old folder back under its name, torn new ones gone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for d in folder.iterdir():
+        if d.name.startswith(".") and d.name.endswith(".old") and d.is_dir():
+            name = folder / d.name[1:-4]
+            if name.exists():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.rename(name)
+        elif d.name.startswith(".") and d.name.endswith(".tmp") and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -68,34 +113,48 @@ class CheckpointFolders:
     def write(self, step: int, fill: Callable[[Path], None]) -> Path:
         """fill(folder) writes the checkpoint into a temporary folder beside its final name (the train
         state last, `write_train_state`); it is then renamed into place, replacing a checkpoint of the
-        same step only once the new one is complete."""
-        final = self.path(step)
-        tmp = self.root / f".{final.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        fill(tmp)
-        if final.exists():
-            old = self.root / f".{final.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        return final
+        same step only once the new one is complete (a failed write leaves no temporary folder)."""
+        return replace_folder(self.path(step), fill)
+
+    def recover(self) -> None:
+        """Clean what a kill mid-save left (call once when a run starts)."""
+        recover(self.root)
+
+    def last_good(self, before: int, weights: str = "model.safetensors", parameters=None) -> Path | None:
+        """The newest checkpoint older than step `before` (the weights of step `before` gave a NaN/inf
+        loss) whose weights are finite: the one to resume a diverged run from."""
+        for step, folder in reversed(self.list()):
+            if step >= before:
+                continue
+            try:
+                if weights_finite(load_safetensors(folder / weights), parameters):
+                    return folder
+            except CheckpointError:
+                continue
+        return None
 
     def rotate(self, keep: int) -> None:
         for _, old in self.list()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+DIGESTS = "digests.json"   # {file: sha256} of a training checkpoint's files
+
+
 def write_train_state(folder: Path, state: dict) -> None:
-    """The resume state, atomically; its presence marks a checkpoint complete."""
+    """The resume state, atomically, then the digest of every file in the checkpoint (verified on resume)."""
     with atomic_path(folder / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
+    write_json(folder / DIGESTS, {p.name: file_digest(p) for p in sorted(folder.iterdir())
+                                  if p.is_file() and p.suffix in (".pt", ".safetensors")})
 
 
-def read_train_state(folder: Path) -> dict:
+def read_train_state(folder: Path, verify: bool = True) -> dict:
+    """The resume state of checkpoint `folder`, after checking its files' digests (a flipped bit is named)."""
+    if verify and (folder / DIGESTS).is_file():
+        digests = read_json(folder / DIGESTS)
+        for name, digest in digests.items():
+            verify_digest(folder / Path(name).name, digest)
     return load_torch_file(folder / TRAIN_STATE)
 
 

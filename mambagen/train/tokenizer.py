@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import save_tokenizer
+from ..device import resolve_device
 from ..images import make_grid, save_image, to_uint8
 from ..io import (dataclass_from_dict, load_safetensors, load_state_dict_strict,
                   read_json, save_safetensors, write_json)
@@ -47,10 +48,11 @@ from ..tokenizers import create_tokenizer
 from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel
 from ..tokenizers.vq import VQ_CONFIGS, VQModel
 from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_lpips)
+from .guard import StopSignals, TrainingInterrupted, check_resume, claim_run_folder, cleanup_failed_start
 from .logging import RunLogger
 from .plumbing import (CheckpointFolders, TrainingDiverged, autocast_for, clip_gradients, diverged, ema_init,
-                       ema_update, lr_at, read_train_state, rng_state, seed_everything, set_rng_state,
-                       write_train_state)
+                       ema_update, lr_at, read_train_state, replace_folder, rng_state, seed_everything, set_rng_state,
+                       weights_finite, write_train_state)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,11 @@ def build_tokenizer(name: str, **overrides) -> nn.Module:
 
 
 # fields that must not change when resuming: they change the model or the data order
-RESUME_FIXED = ("tokenizer", "image_size", "batch_size", "seed")
+RESUME_ALWAYS = ("tokenizer", "image_size")                     # another model: never
+RESUME_FIXED = ("batch_size", "seed", "lr", "betas")            # another run: only with --allow-changes
+RUN_MARKS = ("checkpoints/step_*", "tokenizer/config.json", "log.csv")
+RUN_FILES = ("checkpoints", "tokenizer", "tokenizer_ema", ".tokenizer.*", ".tokenizer_ema.*", "log.csv", "tb",
+             "curves.png", "recon_*.png", "train.log")
 
 
 TrainingDivergedError = TrainingDiverged   # the name this module used
@@ -111,6 +117,8 @@ class TokenizerTrainConfig:
     num_workers: int = 4
     device: Optional[str] = None  # default: cuda if available
     resume: bool = False
+    overwrite: bool = False  # replace a run already in `out`
+    allow_changes: bool = False  # --resume although RESUME_FIXED settings changed
     progress: bool = True  # tqdm bar
 
     def __post_init__(self):
@@ -162,11 +170,18 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1_weight: fl
 
 # ============================================================================ data
 def build_datasets(cfg: TokenizerTrainConfig):
-    """(train, val or None) ImageFolder datasets of the configured roots."""
-    from ..data.folder import ImageFolder
+    """(train, val or None) ImageFolder datasets of the configured roots, every file decoded once first:
+    an unreadable image is left out and reported (as `mambagen tokenize` does), never silently replaced
+    by its neighbour."""
+    from ..data.folder import ImageFolder, describe_skipped
 
     train = ImageFolder(cfg.data, cfg.image_size, random_flip=cfg.random_flip)
     val = ImageFolder(cfg.val_data, cfg.image_size, random_flip=False) if cfg.val_data else None
+    for ds in (train, val):
+        if ds is not None:
+            report = ds.scan(progress=cfg.progress)
+            if report["skipped"] or report.get("links_skipped"):
+                log.warning(describe_skipped(report))
     return train, val
 
 
@@ -248,7 +263,7 @@ class TokenizerTrainer:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.checkpoints = CheckpointFolders(self.out / "checkpoints")
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(cfg.device)
         self.train_set, self.val_set = train_set, val_set
         self.step = 0
         self.last_checkpoint: Optional[Path] = None
@@ -298,10 +313,15 @@ class TokenizerTrainer:
                 for group in opt.param_groups:
                     group["lr"] = lr
 
+    def last_good(self, before: int) -> Optional[Path]:
+        """The newest checkpoint older than step `before` with finite weights."""
+        return self.checkpoints.last_good(before, "tokenizer/model.safetensors",
+                                          {n for n, _ in self.model.named_parameters()})
+
     def _check_finite(self, value: torch.Tensor, what: str, terms: dict) -> None:
-        if not torch.isfinite(value).all():
+        if not torch.isfinite(value).all():   # the weights of this step are bad, earlier ones may be fine
             parts = ", ".join(f"{k} {float(v.detach() if torch.is_tensor(v) else v):.4g}" for k, v in terms.items())
-            raise diverged(what, value.detach(), self.step + 1, self.last_checkpoint, parts)
+            raise diverged(what, value.detach(), self.step + 1, self.last_good(self.step + 1), parts)
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         """One generator (+ discriminator) update on images (B, 3, S, S); returns scalar floats."""
@@ -416,6 +436,10 @@ class TokenizerTrainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write checkpoints/step_<N>/ beside its name and rename it into place (`CheckpointFolders`)."""
+        if not weights_finite(self.model.state_dict(), {n for n, _ in self.model.named_parameters()}):
+            raise diverged("the weights", float("nan"), self.step, self.last_good(self.step),
+                           "the last update made some NaN/inf")
+
         def fill(folder: Path) -> None:
             save_tokenizer(self.model, folder / "tokenizer",
                            extra={"step": self.step, "trainer": "mambagen train-tokenizer"})
@@ -435,12 +459,7 @@ class TokenizerTrainer:
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything `save_checkpoint` wrote, so training continues exactly."""
         saved = read_json(path / "train_config.json")
-        changed = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if saved.get(k) != v}
-        fixed = {k: ch for k, ch in changed.items() if k in RESUME_FIXED}
-        if fixed:
-            raise ValueError(f"cannot resume {path} with different " + ", ".join(
-                f"{k} (checkpoint {a!r}, now {b!r})" for k, (a, b) in fixed.items()))
-        changed.pop("resume", None)
+        changed = check_resume(saved, self.cfg.to_dict(), RESUME_FIXED, RESUME_ALWAYS, self.cfg.allow_changes)
         if changed:
             log.info("resuming with changed settings: "
                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
@@ -468,26 +487,22 @@ class TokenizerTrainer:
     def export(self) -> Path:
         """The final tokenizer (and its EMA) as loadable tokenizer directories."""
         extra = {"step": self.step, "trainer": "mambagen train-tokenizer"}
-        path = save_tokenizer(self.model, self.out / "tokenizer", extra=extra)
+        path = replace_folder(self.out / "tokenizer", lambda new: save_tokenizer(self.model, new, extra=extra))
         if self.ema is not None:
             ema_model = build_tokenizer(self.cfg.tokenizer, image_size=self.cfg.image_size)
             ema_model.load_state_dict({k: v.cpu() for k, v in self.ema.items()})
-            save_tokenizer(ema_model, self.out / "tokenizer_ema", extra={**extra, "ema": self.cfg.ema})
+            replace_folder(self.out / "tokenizer_ema",
+                           lambda new: save_tokenizer(ema_model, new, extra={**extra, "ema": self.cfg.ema}))
         return path
 
 
 # ============================================================================ driver
-def _prepare_run_dir(cfg: TokenizerTrainConfig) -> Optional[Path]:
-    """The checkpoint to resume from (or None); refuses to overwrite an existing run by accident."""
-    out = Path(cfg.out)
-    latest = latest_checkpoint(out)
-    if cfg.resume:
-        if latest is None:
-            raise ValueError(f"--resume: no checkpoint found under {out / 'checkpoints'}")
-        return latest
-    if latest is not None or (out / "tokenizer" / "config.json").exists():
-        raise ValueError(f"{out} already holds a tokenizer run; pass --resume to continue it or choose another --out")
-    return None
+def _resume_point(cfg: TokenizerTrainConfig) -> Optional[Path]:
+    """The checkpoint to resume from (or None)."""
+    latest = latest_checkpoint(cfg.out)
+    if cfg.resume and latest is None:
+        raise ValueError(f"--resume: no checkpoint found under {Path(cfg.out) / 'checkpoints'}")
+    return latest if cfg.resume else None
 
 
 @contextlib.contextmanager
@@ -514,35 +529,44 @@ def train_tokenizer(cfg: TokenizerTrainConfig, train_set=None, val_set=None) -> 
 
     `train_set` / `val_set` replace the ImageFolder datasets of `cfg.data` / `cfg.val_data` (any dataset
     of ((3, S, S) float in [-1, 1], label) items; `set_epoch(epoch, seed)` is called when present).
+    SIGINT/SIGTERM stop it after the current step with a checkpoint (`TrainingInterrupted`).
     """
     from tqdm.auto import tqdm
 
-    resume_from = _prepare_run_dir(cfg)
     out = Path(cfg.out)
-    with _file_log(out / "train.log"):
-        if train_set is None:
-            train_set, built_val = build_datasets(cfg)
-            val_set = built_val if val_set is None else val_set
-        trainer = TokenizerTrainer(cfg, train_set, val_set)
-        n_params = sum(p.numel() for p in trainer.model.parameters())
-        log.info(f"tokenizer {cfg.tokenizer}: {n_params:,} params, {len(train_set)} training images, "
-                 f"{len(val_set) if val_set is not None else 'no'} validation images, device {trainer.device}")
-        logger = RunLogger(out)
-        if resume_from is not None:
-            trainer.load_checkpoint(resume_from)
-            logger.truncate_after(trainer.step)  # drop the crashed tail so curves have no duplicates
-            log.info(f"resumed from {resume_from} at step {trainer.step}")
+    resolve_device(cfg.device)            # bad input first: nothing is written before it is checked
+    if train_set is None:
+        train_set, built_val = build_datasets(cfg)
+        val_set = built_val if val_set is None else val_set
+    with cleanup_failed_start(out):
+        lock = claim_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite, marks=RUN_MARKS, written=RUN_FILES)
         try:
-            _train_loop(trainer, logger, tqdm)
-            path = trainer.export()
-            log.info(f"final tokenizer: {path}")
-            return path
+            CheckpointFolders(out / "checkpoints").recover()
+            resume_from = _resume_point(cfg)
+            with _file_log(out / "train.log"):
+                trainer = TokenizerTrainer(cfg, train_set, val_set)
+                n_params = sum(p.numel() for p in trainer.model.parameters())
+                log.info(f"tokenizer {cfg.tokenizer}: {n_params:,} params, {len(train_set)} training images, "
+                         f"{len(val_set) if val_set is not None else 'no'} validation images, device {trainer.device}")
+                logger = RunLogger(out)
+                if resume_from is not None:
+                    trainer.load_checkpoint(resume_from)
+                    logger.truncate_after(trainer.step)  # drop the crashed tail so curves have no duplicates
+                    log.info(f"resumed from {resume_from} at step {trainer.step}")
+                try:
+                    _train_loop(trainer, logger, tqdm)
+                    path = trainer.export()
+                    log.info(f"final tokenizer: {path}")
+                    return path
+                finally:
+                    logger.plot()
+                    logger.close()
         finally:
-            logger.plot()
-            logger.close()
+            lock.release()
 
 
 def _train_loop(trainer: TokenizerTrainer, logger: RunLogger, tqdm) -> None:
+    """Steps until cfg.steps; SIGINT/SIGTERM end it after the step in hand, with a checkpoint."""
     cfg = trainer.cfg
     pin = trainer.device.type == "cuda"
     batches = train_batches(trainer.train_set, cfg, trainer.step, pin)
@@ -550,29 +574,36 @@ def _train_loop(trainer: TokenizerTrainer, logger: RunLogger, tqdm) -> None:
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train-tokenizer", unit="step",
                disable=not cfg.progress, dynamic_ncols=True)
     try:
-        while trainer.step < cfg.steps:
-            scalars = trainer.train_step(next(batches))
-            trainer.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
-            for k, v in scalars.items():  # some terms exist only on some steps (GAN after disc_start)
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            n += 1
-            step, last = trainer.step, trainer.step == cfg.steps
-            if step % cfg.log_every == 0 or last:
-                means = {k: v / counts[k] for k, v in sums.items()}  # averaged since the last log
-                means["lr"] = scalars["lr"]  # the current rate, not the average
-                means["images_per_s"] = n * cfg.batch_size / max(time.time() - t_last, 1e-9)
-                logger.log(step, "train", **means)
-                sums, counts, n, t_last = {}, {}, 0, time.time()
-            if step % cfg.eval_every == 0 or last:
-                split, metrics, grid = trainer.evaluate()
-                logger.log(step, split, **metrics)
-                logger.plot()
-                log.info(f"step {step} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-                         + f"; grid {grid}")
-            if step % cfg.ckpt_every == 0 or last:
-                log.info(f"checkpoint {trainer.save_checkpoint()}")
+        with StopSignals() as stop:
+            while trainer.step < cfg.steps:
+                if stop.requested:
+                    bar.close()
+                    done = trainer.last_checkpoint
+                    path = done if done is not None and done.name == trainer.checkpoints.path(trainer.step).name \
+                        else trainer.save_checkpoint()
+                    raise TrainingInterrupted(stop.requested, trainer.step, path)
+                scalars = trainer.train_step(next(batches))
+                trainer.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+                for k, v in scalars.items():  # some terms exist only on some steps (GAN after disc_start)
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                n += 1
+                step, last = trainer.step, trainer.step == cfg.steps
+                if step % cfg.log_every == 0 or last:
+                    means = {k: v / counts[k] for k, v in sums.items()}  # averaged since the last log
+                    means["lr"] = scalars["lr"]  # the current rate, not the average
+                    means["images_per_s"] = n * cfg.batch_size / max(time.time() - t_last, 1e-9)
+                    logger.log(step, "train", **means)
+                    sums, counts, n, t_last = {}, {}, 0, time.time()
+                if step % cfg.eval_every == 0 or last:
+                    split, metrics, grid = trainer.evaluate()
+                    logger.log(step, split, **metrics)
+                    logger.plot()
+                    log.info(f"step {step} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                             + f"; grid {grid}")
+                if step % cfg.ckpt_every == 0 or last:
+                    log.info(f"checkpoint {trainer.save_checkpoint()}")
     finally:
         bar.close()
