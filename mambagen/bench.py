@@ -2,8 +2,9 @@
 
 Random weights, class-conditional, CFG on. Generation times cover token generation only
 (the tokenizer's decode is timed separately); training times one optimizer step (bf16
-autocast, AdamW) on random tokens. Results: JSON (one record per measurement, DESIGN.md's
-fields) + a markdown table, with the device, torch version and command line.
+autocast, AdamW) on random tokens. Results: JSON (one record per measurement: kind, model,
+path, batch, images or tokens per second, peak memory; docs/speed.md lists every field) + a
+markdown table, with the device, torch version and command line.
 """
 from __future__ import annotations
 

@@ -18,10 +18,41 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65_500, "WEBP": 16_383}   # what each format can store
+
+
+def grid_size(n: int, side: int, nrow: int | None = None, pad: int = 2, scale: int = 1) -> tuple[int, int]:
+    """(width, height) of `make_grid` for n square images of `side` pixels."""
+    nrow = min(nrow or math.ceil(math.sqrt(n)), n)
+    rows = math.ceil(n / nrow)
+    return (nrow * (side + pad) + pad) * scale, (rows * (side + pad) + pad) * scale
+
+
+def check_output(path: str | os.PathLike, size: tuple[int, int] | None = None, kinds=FORMATS) -> Path:
+    """Refuse an output path before any work: an unknown extension, a picture too large for its format,
+    a folder that cannot be written."""
+    path = Path(path)
+    if kinds is not None:
+        fmt = kinds.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{path}: unsupported image extension {path.suffix or '(none)'} "
+                             f"(use {', '.join(kinds)})")
+        if size is not None and max(size) > MAX_SIDE[fmt]:
+            raise ValueError(f"{path}: a {size[0]}x{size[1]} grid is larger than {fmt} can store "
+                             f"({MAX_SIDE[fmt]} pixels a side); use .png, fewer images, a smaller --scale or --nrow")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"{path}: cannot be written (is a folder, or {folder} is not a writable folder)")
+    return path
+
+
 def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> Image.Image:
     """(B, H, W, 3) uint8 -> one PIL image, `nrow` images per row, white padding."""
     B, H, W, _ = images.shape
-    nrow = nrow or math.ceil(math.sqrt(B))
+    nrow = min(nrow or math.ceil(math.sqrt(B)), B)
     rows = math.ceil(B / nrow)
     canvas = np.full((rows * (H + pad) + pad, nrow * (W + pad) + pad, 3), 255, dtype=np.uint8)
     for i, img in enumerate(images):
@@ -45,10 +76,8 @@ def add_banner(img: Image.Image, text: str, color=(200, 0, 0)) -> Image.Image:
 
 
 def save_image(img: Image.Image, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{path}: unsupported image extension (use .png, .jpg or .webp)")
+    path = check_output(path, img.size)
+    fmt = FORMATS[path.suffix.lower()]
     with atomic_path(path) as tmp:
         img.save(tmp, format=fmt)
     return path

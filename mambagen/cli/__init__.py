@@ -24,6 +24,7 @@ from ..io import CheckpointError, WriteError
 from ..train.guard import TrainingInterrupted
 from ..train.plumbing import TrainingDiverged
 from . import bench, convert, data, evaluate, info, sample, train
+from .common import FMT
 
 GROUPS = (info, sample, convert, data, train, bench, evaluate)
 
@@ -31,7 +32,7 @@ GROUPS = (info, sample, convert, data, train, bench, evaluate)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mambagen", description="Class-conditional autoregressive image generation "
                                 "with Mamba (AiM) and its baselines.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=FMT)
     p.add_argument("--version", action="version", version=f"mambagen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for group in GROUPS:

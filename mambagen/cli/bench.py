@@ -21,11 +21,11 @@ def add_parsers(subparsers) -> None:
                    "step for (compile: torch.compile the model; ckpt: activation checkpointing; ref: the reference "
                    "Mamba2 scan instead of the compiled tensor-core one; chunkN: Mamba2 scan chunk, default 64)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
-    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--train-batch", type=int, default=64, help="batch size of the timed training steps")
     p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="weights and activations while timing")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
     p.add_argument("--single", default=None, help=argparse.SUPPRESS)   # internal: one measurement, as JSON
     p.set_defaults(fn=bench.run_bench)

@@ -9,7 +9,20 @@ import torch
 
 from ..sample.config import SamplingConfig
 
-FMT = argparse.ArgumentDefaultsHelpFormatter
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds '(default: X)' where it tells something: not for flags, None defaults, or help that already
+    says its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                   argparse.BooleanOptionalAction, argparse._VersionAction))
+        if flag or action.default in (None, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+FMT = HelpFormatter
 UNTRAINED_NOTE = "UNTRAINED: random weights - this grid shows the pipeline runs, not what it can learn"
 
 
@@ -117,6 +130,14 @@ def load_pipeline(args, device, *, registered: bool = False):
         shape = family_of_size(args.model).fit(tokenizer)
         model, untrained = create_model(args.model, **shape).to(device).eval(), True
     return model, tokenizer, meta, untrained
+
+
+def check_positive(args, *names: str) -> None:
+    """Integer options that must be >= 1 when given (--scale 0, --nrow -2 are refused)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def parse_classes(text: str | None, num_classes: int) -> list[int]:

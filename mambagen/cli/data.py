@@ -63,9 +63,9 @@ def add_tokenize(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory for the shards")
     p.add_argument("--image-size", type=int, default=None, help="resize/crop size (default: the tokenizer's)")
     p.add_argument("--flip", action="store_true", help="also store the horizontally flipped version of each image")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images encoded at once")
     p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes reading images")
     add_run_args(p, progress=False)
     p.set_defaults(fn=_cmd_tokenize)
 

@@ -28,10 +28,20 @@ def cmd_info(args) -> None:
             with torch.device("meta"):
                 tok = kind.create(name)
             print(f"  {name:<12} {sum(p.numel() for p in tok.parameters()):>15,}  {kind.describe(tok.config)}")
-    found = [k for k, v in kernels.available().items() if v]
-    print(f"\nOptional fast kernels found: {', '.join(found) if found else 'none (pure PyTorch reference paths)'}")
+    usable = [k for k, v in kernels.available().items() if v]
+    imported = [k for k, v in kernels.importable().items() if v]
+    if usable:
+        print(f"\nFast GPU kernels available: {', '.join(usable)}")
+    elif imported and not torch.cuda.is_available():
+        print(f"\nFast GPU kernels: none usable (no CUDA GPU; {len(imported)} import for the interpreter tests); "
+              "the pure PyTorch reference paths run")
+    else:
+        print("\nFast GPU kernels: none (pure PyTorch reference paths)")
 
 
 def add_parsers(subparsers) -> None:
-    s = subparsers.add_parser("info", help="registered models with parameter counts, tokenizers, kernels")
+    s = subparsers.add_parser("info", help="registered models with parameter counts, tokenizers, kernels",
+                              description="List the registered generator sizes (parameter counts next to the "
+                              "official ones), the families, the tokenizers, and the fast kernels this machine "
+                              "can run.")
     s.set_defaults(fn=cmd_info)

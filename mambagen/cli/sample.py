@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, device_of, load_pipeline,
-                     parse_classes, sampling_from)
+from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, check_positive, device_of,
+                     load_pipeline, parse_classes, sampling_from)
 
 
 # ------------------------------------------------------------------------------------------- sample
@@ -17,14 +17,20 @@ def cmd_sample(args) -> None:
     from ..images import add_banner, make_grid, save_image, save_npz, to_uint8
     from ..sample.pipeline import Sampler
 
-    if args.per_class < 1 or args.batch_size < 1:
-        raise ValueError("--per-class and --batch-size must be >= 1")
+    from ..images import check_output, grid_size
+    from ..sample.edit import image_size_of
+    check_positive(args, "per_class", "batch_size", "scale", "nrow")
     device = device_of(args.device)
     model, tokenizer, meta, untrained = load_pipeline(args, device, registered=True)
     sampling = sampling_from(args, meta.get("sampling"))
+    classes = parse_classes(args.classes, model.config.num_classes)
+    nrow = args.nrow or (args.per_class if args.per_class > 1 else None)
+    n = len(classes) * args.per_class      # every output is checked before the first token is sampled
+    check_output(args.out, grid_size(n, image_size_of(model, tokenizer), nrow, scale=args.scale))
+    if args.npz:
+        check_output(args.npz, kinds=None)
     sampler = Sampler(model, tokenizer, sampling, fast=False if args.reference or args.progress else None,
                       compile=args.compile)
-    classes = parse_classes(args.classes, model.config.num_classes)
     labels = torch.tensor([c for c in classes for _ in range(args.per_class)], device=device)
 
     rng = torch.Generator(device=device).manual_seed(sampling.seed)
@@ -36,14 +42,14 @@ def cmd_sample(args) -> None:
     arr = to_uint8(torch.cat(images))
     dt = time.time() - t0
 
-    grid = make_grid(arr, nrow=args.nrow or (args.per_class if args.per_class > 1 else None), scale=args.scale)
+    if args.npz:   # the samples first: a picture that fails to save must not lose them
+        print(f"wrote {save_npz(args.npz, arr, labels.cpu().numpy())} (uint8 NHWC arr_0 + labels)")
+    grid = make_grid(arr, nrow=nrow, scale=args.scale)
     if untrained:
         grid = add_banner(grid, UNTRAINED_NOTE if grid.width > 600 else "UNTRAINED: random weights")
         print(f"note: {UNTRAINED_NOTE}", file=sys.stderr)
     out = save_image(grid, args.out)
     print(f"wrote {out} ({len(arr)} images, classes {classes}, cfg {sampling.cfg_scale}, {dt:.1f} s on {device})")
-    if args.npz:
-        print(f"wrote {save_npz(args.npz, arr, labels.cpu().numpy())} (uint8 NHWC arr_0 + labels)")
 
 
 # ------------------------------------------------------------------------------------------- edit
@@ -75,6 +81,10 @@ def cmd_edit(args) -> None:
     from ..images import make_grid, save_image, to_uint8
     from ..sample.edit import edit, image_size_of, outpaint_canvas
 
+    from ..images import check_output
+    from ..models.registry import family_of
+    check_positive(args, "num", "scale")
+    check_output(args.out)
     device = device_of(args.device)
     model, tokenizer, meta, untrained = load_pipeline(args, device)
     sampling = sampling_from(args, meta.get("sampling"))
@@ -91,8 +101,13 @@ def cmd_edit(args) -> None:
         return
     region = _region_of(args, size).to(device)
     out = edit(model, tokenizer, images, region, labels, sampling, rng, compile=args.compile)
+    redrawn = family_of(model).sampler.regenerated(region.cpu(), model.config.grid).to(device)
+    if not torch.equal(redrawn, region):   # raster order: everything after the region's first token row
+        print(f"note: a {family_of(model).name} model continues the image in raster order, so every row from the "
+              f"mask's first token row down is regenerated ({int(redrawn.sum())} of {redrawn.numel()} pixels, not "
+              f"the mask's {int(region.sum())}); the region panel shows what changes", file=sys.stderr)
     shown = image.clone()
-    shown[:, :, region] = shown[:, :, region] * 0.3 + 0.7   # the region to regenerate, greyed out
+    shown[:, :, redrawn] = shown[:, :, redrawn] * 0.3 + 0.7   # what is regenerated, greyed out
     grid = make_grid(to_uint8(torch.cat([image, shown, out.to(image.dtype)])), nrow=args.num + 2, scale=args.scale)
     save_image(grid, args.out)
     note = " (UNTRAINED weights)" if untrained else ""
@@ -136,7 +151,8 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--image", required=True, help="input image")
     s.add_argument("--mask", default=None, help="mask image of the same size: white = regenerate "
                    "(outpaint: white = keep)")
-    s.add_argument("--mode", choices=["inpaint", "outpaint"], default="inpaint")
+    s.add_argument("--mode", choices=["inpaint", "outpaint"], default="inpaint",
+                   help="inpaint: regenerate the mask; outpaint: keep the mask (or the centre) and regenerate the rest")
     s.add_argument("--keep", type=float, default=0.5, help="outpaint without --mask: centre fraction kept")
     s.add_argument("--canvas", type=int, default=0, help="ARPG: outpaint onto a larger canvas of this many tokens "
                    "a side (resolution expansion); the image stays in the centre")

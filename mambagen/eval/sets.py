@@ -134,15 +134,30 @@ def load_image_set(path: str | os.PathLike, image_size: int | None = None, limit
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """Cheap identity of a file or folder (sizes and mtimes): a cached statistic is stale when it changes."""
+    """Identity of a reference file or folder by content: sizes, mtimes and a sha256 of every byte, so a
+    reference replaced under the same name (even with the same size and mtime) is never served stale
+    cached features."""
+    import hashlib
     path = Path(path)
+    h = hashlib.sha256()
+
+    def add(file: str) -> None:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+
     if path.is_file():
         st = path.stat()
-        return f"file:{st.st_size}:{st.st_mtime_ns}"
+        add(str(path))
+        return f"file:{st.st_size}:{st.st_mtime_ns}:{h.hexdigest()[:32]}"
     n, total, newest = 0, 0, 0
-    for dirpath, _, filenames in os.walk(path):
-        for f in filenames:
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for f in sorted(filenames):
             if f.lower().endswith(IMG_EXTENSIONS):
-                st = os.stat(os.path.join(dirpath, f))
+                file = os.path.join(dirpath, f)
+                st = os.stat(file)
                 n, total, newest = n + 1, total + st.st_size, max(newest, st.st_mtime_ns)
-    return f"folder:{n}:{total}:{newest}"
+                h.update(os.path.relpath(file, path).encode() + b"\0")
+                add(file)
+    return f"folder:{n}:{total}:{newest}:{h.hexdigest()[:32]}"

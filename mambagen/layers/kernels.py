@@ -30,8 +30,18 @@ def triton_available() -> bool:
     return _optional("triton", "jit") is not None
 
 
+KERNELS = ("mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
+           "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate")
+
+
 def available() -> dict[str, bool]:
-    """Which optional kernels were found (for `mambagen info`)."""
-    return {name: globals()[name] is not None for name in (
-        "mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
-        "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate")}
+    """Which optional kernels can run here (for `mambagen info`): imported, and a CUDA GPU to run them on
+    (on a CPU-only machine they import, for the interpreter tests, but never run)."""
+    import torch
+    gpu = torch.cuda.is_available()
+    return {name: globals()[name] is not None and gpu for name in KERNELS}
+
+
+def importable() -> dict[str, bool]:
+    """Which optional kernels imported (they still need a GPU)."""
+    return {name: globals()[name] is not None for name in KERNELS}

@@ -30,6 +30,7 @@ import torch
 from ..layers.embed import check_labels
 from .config import SamplingConfig
 from .logits import cfg_combine, draw_tokens, uniforms
+from .raster import token_cells
 from .streams import RowStreams
 
 
@@ -219,6 +220,8 @@ class RandomOrderParadigm:
     as one CUDA graph with the family's compiled block steps, images, and editing any region (known
     tokens decoded first) or a larger canvas (outpainting, resolution expansion)."""
     name = "random-order"
+
+    regenerated = staticmethod(token_cells)   # an edit redraws every token cell its region touches
 
     @staticmethod
     def steps(model, sampling) -> SamplingConfig:

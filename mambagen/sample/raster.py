@@ -71,6 +71,12 @@ def kept_tokens(region: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_max_pool2d(region.float()[None, None], (grid, grid))[0, 0] == 0
 
 
+def token_cells(region: torch.Tensor, grid: int) -> torch.Tensor:
+    """(H, W) bool region -> (H, W) bool: the pixels of every token cell it touches."""
+    f = region.shape[0] // grid
+    return (~kept_tokens(region, grid)).repeat_interleave(f, 0).repeat_interleave(f, 1)
+
+
 class RasterParadigm:
     """Next-token models in raster order (AiM, GPT) for their family records: the reference loop,
     the graphed step sampler (`sample.fast`) with the family's fast decode, images, and the edit
@@ -91,6 +97,13 @@ class RasterParadigm:
 
     def tokens(self, result) -> torch.Tensor:
         return result
+
+    def regenerated(self, region: torch.Tensor, grid: int) -> torch.Tensor:
+        """The pixels an edit of `region` (H, W) really redraws: every row from the first token row it touches."""
+        first = int((~kept_tokens(region, grid)).any(1).nonzero()[0])
+        out = torch.zeros_like(region)
+        out[first * (region.shape[0] // grid):] = True
+        return out
 
     def edit(self, model, tokenizer, images, region, labels, sampling, rng, fast=None, compile=False):
         """Regenerate every token row from the first one the region (H, W) bool touches. fast: the family's

@@ -16,6 +16,7 @@ import torch
 
 from .config import SamplingConfig
 from .logits import cfg_combine, draw_tokens, uniforms
+from .raster import token_cells
 
 
 @dataclass
@@ -92,7 +93,8 @@ class NextScaleParadigm:
     teacher-forced at every scale)."""
     name = "next-scale"
 
-    @staticmethod
+    regenerated = staticmethod(token_cells)   # an edit redraws every token cell its region touches
+
     def _call(quantizer, sampling):
         return lambda model, labels, rng, block_step: generate_scales(model, quantizer, labels, sampling, rng,
                                                                       block_step=block_step)

@@ -269,9 +269,9 @@ class RunLogger:
         if self._csv is not None:
             self._csv.close()
             self._csv = None
-        rows = read_log(self.csv_path) if self.csv_path.exists() else []
+        rows, torn = _read_rows(self.csv_path) if self.csv_path.exists() else ([], False)
         kept = [r for r in rows if r["step"] <= step]
-        if len(kept) != len(rows):
+        if len(kept) != len(rows) or torn:
             with atomic_path(self.csv_path) as tmp:
                 with open(tmp, "w", newline="") as f:
                     w = csv.writer(f)
@@ -311,21 +311,35 @@ class RunLogger:
 
 def read_log(path: str | os.PathLike) -> list[dict]:
     """Rows of a RunLogger CSV as dicts: step (int), split, name, value (float), wall_time (float)."""
-    rows = []
+    return _read_rows(path)[0]
+
+
+def _read_rows(path) -> tuple[list[dict], bool]:
+    """(rows, torn?): a line a kill cut short (too few fields, an empty or half-written number, no final
+    newline) is left out and reported, so a resumed run can rewrite the file without it."""
+    rows, torn = [], False
     with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            return rows
-        if header != CSV_HEADER:
-            raise ValueError(f"{path}: header {header} is not the RunLogger header {CSV_HEADER}")
-        for line in reader:
-            if len(line) != len(CSV_HEADER):  # a line torn by a crash mid-write
-                continue
+        text = f.read()
+    if text and not text.endswith("\n"):
+        torn = True
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None:
+        return rows, torn
+    if header != CSV_HEADER:
+        raise ValueError(f"{path}: header {header} is not the RunLogger header {CSV_HEADER}")
+    lines = list(reader)
+    for i, line in enumerate(lines):
+        try:
             step, split, name, value, wall = line
-            rows.append({"step": int(step), "split": split, "name": name, "value": float(value),
-                         "wall_time": float(wall)})
-    return rows
+            row = {"step": int(step), "split": split, "name": name, "value": float(value), "wall_time": float(wall)}
+        except ValueError:
+            torn = True
+            continue
+        if torn and i == len(lines) - 1 and not text.endswith("\n"):
+            continue          # a last line without its newline may have lost digits
+        rows.append(row)
+    return rows, torn
 
 
 # ============================================================================ curves with PIL
