@@ -65,14 +65,26 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, tokenizer: nn.Modul
     if tokenizer is not None:
         save_tokenizer(tokenizer, path / "tokenizer")
     files = {"model.safetensors": save_safetensors(path / "model.safetensors",
-                                                   model.state_dict() if state is None else state)}
+                                                   tied_like(model, model.state_dict() if state is None else state))}
     if ema is not None:
-        files["ema.safetensors"] = save_safetensors(path / "ema.safetensors", ema)
+        files["ema.safetensors"] = save_safetensors(path / "ema.safetensors", tied_like(model, ema))
     write_json(path / "config.json", {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "generator",
                                       "family": model_family(model), "config": model.config.to_dict(),
                                       "tokenizer": "tokenizer" if tokenizer is not None else None,
                                       **(extra or {}), "files": files})
     return path
+
+
+def tied_like(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the model's tied parameters as one tensor under each name (a gathered FSDP state
+    dict or an EMA holds separate copies), so the file stores each tie once."""
+    first: dict[int, str] = {}
+    out = dict(state)
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first and name in out and first[id(p)] in out:
+            out[name] = out[first[id(p)]]
+        first.setdefault(id(p), name)
+    return out
 
 
 def inside(folder: Path, name, what: str) -> Path:

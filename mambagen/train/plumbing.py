@@ -210,8 +210,11 @@ def ema_init(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, to
 def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
     """Parameters move toward the model's by 1 - decay; buffers (code-usage records, constant masks,
     integer tables) are copied: averaging them means nothing (and turns -inf masks into NaN)."""
-    params = _parameter_names(model)
+    params, done = _parameter_names(model), set()
     for k, v in model.state_dict().items():
+        if ema[k].data_ptr() in done:      # a tied weight loaded as one tensor under two names: once
+            continue
+        done.add(ema[k].data_ptr())
         v = full_tensor(v)
         if k in params:
             ema[k].lerp_(v.to(ema[k].dtype), 1.0 - decay)
