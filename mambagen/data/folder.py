@@ -256,10 +256,10 @@ def _index_folder(root: Path, extensions: tuple[str, ...]):
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise ValueError(f"{root}: has no class sub-folders (expected root/<class>/<images>)")
-    samples, empty, seen_files, skipped = [], [], set(), []
+    found, skipped = [], []     # (path, label, real path, lives where it appears?)
     for label, name in enumerate(classes):
         top = os.path.realpath(root / name)
-        visited, files = {top}, []
+        visited = {top}
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
             keep = []
             for d in sorted(d for d in dirnames if not d.startswith(".")):   # hidden: .git, .ipynb...
@@ -271,18 +271,23 @@ def _index_folder(root: Path, extensions: tuple[str, ...]):
                     keep.append(d)
             dirnames[:] = keep
             for f in filenames:
-                if f.startswith(".") or not f.lower().endswith(extensions):
-                    continue
-                path = os.path.join(dirpath, f)
-                real = os.path.realpath(path)
-                if real in seen_files:
-                    skipped.append((path, "a link to an image already counted"))
-                    continue
-                seen_files.add(real)
-                files.append(path)
-        samples += [(p, label) for p in sorted(files)]
-        if not files:
-            empty.append(name)
+                if not f.startswith(".") and f.lower().endswith(extensions):
+                    path = os.path.join(dirpath, f)
+                    real = os.path.realpath(path)
+                    found.append((path, label, real, real == os.path.join(top, os.path.relpath(path, root / name))))
+    # each real file once: where it lives rather than where a link to it sits
+    owner = {}
+    for i, (_, _, real, direct) in enumerate(found):
+        if real not in owner or (direct and not found[owner[real]][3]):
+            owner[real] = i
+    samples, per_class = [], {}
+    for i, (path, label, real, _) in enumerate(found):
+        if owner[real] == i:
+            per_class.setdefault(label, []).append(path)
+        else:
+            skipped.append((path, "a link to an image already counted"))
+    samples = [(p, label) for label in range(len(classes)) for p in sorted(per_class.get(label, []))]
+    empty = [name for label, name in enumerate(classes) if label not in per_class]
     if not samples:
         raise ValueError(f"{root}: no images with extensions {', '.join(extensions)} in its "
                          f"{len(classes)} class folder(s)")
