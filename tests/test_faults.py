@@ -584,3 +584,13 @@ def test_eval_reference_cache_notices_a_replaced_reference(tmp_path):
     np.savez(f, arr_0=np.ones((2, 4, 4, 3), np.uint8))         # same size ...
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))            # ... same mtime
     assert f.stat().st_size == st.st_size and fingerprint(f) != a
+
+
+def test_the_demo_weights_ship_with_their_notice_and_digests():
+    from mambagen.checkpoint import DEMO_DIR
+    notice = (DEMO_DIR / "NOTICE").read_text()
+    assert "Twemoji" in notice and "CC-BY 4.0" in notice and "Noto Emoji" in notice
+    root = Path(__file__).resolve().parents[1]
+    assert "Apache License" in (root / "LICENSE").read_text() and "CC-BY 4.0" in (root / "NOTICE").read_text()
+    for d in (DEMO_DIR, DEMO_DIR / "tokenizer"):
+        assert json.loads((d / "config.json").read_text())["files"]["model.safetensors"].startswith("sha256:")
