@@ -25,6 +25,40 @@ def images(b: int = 2, size: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, size, size, generator=g) * 2 - 1
 
 
+class Squares(torch.utils.data.Dataset):
+    """Noisy 16x16 squares, red or blue: 2 classes (a stand-in for an ImageFolder)."""
+    classes = ["red", "blue"]
+
+    def __init__(self, n: int = 24):
+        g = torch.Generator().manual_seed(0)
+        self.items = []
+        for i in range(n):
+            label = i % 2
+            img = torch.full((3, 16, 16), -1.0)
+            img[label * 2] = 1.0
+            img += 0.2 * torch.randn(3, 16, 16, generator=g)
+            self.items.append((img.clamp(-1, 1), label))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tiny_token_data(root: Path, train: int, val: int = 0, flip: bool = False) -> Path:
+    """root/tokenizer (a vq-tiny), root/train (and root/val) token datasets of `Squares`."""
+    import mambagen
+    from mambagen.data.tokens import tokenize_dataset
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("vq-tiny")
+    mambagen.save_tokenizer(tok, root / "tokenizer")
+    tokenize_dataset(tok, Squares(train), root / "train", batch_size=8, flip=flip, progress=False)
+    if val:
+        tokenize_dataset(tok, Squares(val), root / "val", batch_size=8, progress=False)
+    return root
+
+
 OFFICIAL_LAYOUTS = json.loads((Path(__file__).parent / "fixtures" / "official_layouts.json").read_text())
 
 

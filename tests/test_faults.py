@@ -16,40 +16,19 @@ from PIL import Image
 
 import mambagen
 from mambagen.cli import main
-from mambagen.data.tokens import TokenDataset, tokenize_dataset
+from mambagen.data.tokens import TokenDataset
 from mambagen.io import CheckpointError, load_safetensors, save_safetensors
 from mambagen.train.guard import RunLock
 from mambagen.train.loop import TrainConfig, train
 
+from helpers import tiny_token_data
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-class _Squares(torch.utils.data.Dataset):
-    classes = ["red", "blue"]
-
-    def __init__(self, n=16):
-        g = torch.Generator().manual_seed(0)
-        self.items = []
-        for i in range(n):
-            img = torch.full((3, 16, 16), -1.0)
-            img[(i % 2) * 2] = 1.0
-            self.items.append(((img + 0.2 * torch.randn(3, 16, 16, generator=g)).clamp(-1, 1), i % 2))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    torch.manual_seed(0)
-    tok = mambagen.create_tokenizer("vq-tiny")
-    mambagen.save_tokenizer(tok, root / "tokenizer")
-    tokenize_dataset(tok, _Squares(16), root / "train", batch_size=8, progress=False)
-    return root
+    return tiny_token_data(tmp_path_factory.mktemp("faults"), train=16)
 
 
 def _cfg(tokens, out, **kw):

@@ -10,41 +10,16 @@ import pytest
 import torch
 
 import mambagen
-from mambagen.data.tokens import TokenDataset, tokenize_dataset
+from mambagen.data.tokens import TokenDataset
 from mambagen.io import load_safetensors
 from mambagen.train.loop import TrainConfig, TrainingDiverged, _batch_indices, train
 
-
-class _Images(torch.utils.data.Dataset):
-    """Coloured 16x16 squares, 2 classes (stand-in for an ImageFolder)."""
-    classes = ["red", "blue"]
-
-    def __init__(self, n=24):
-        g = torch.Generator().manual_seed(0)
-        self.items = []
-        for i in range(n):
-            label = i % 2
-            img = torch.full((3, 16, 16), -1.0)
-            img[label * 2] = 1.0
-            img += 0.2 * torch.randn(3, 16, 16, generator=g)
-            self.items.append((img.clamp(-1, 1), label))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+from helpers import tiny_token_data
 
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    torch.manual_seed(0)
-    tok = mambagen.create_tokenizer("vq-tiny")
-    mambagen.save_tokenizer(tok, root / "tokenizer")
-    tokenize_dataset(tok, _Images(24), root / "train", batch_size=8, flip=True, progress=False)
-    tokenize_dataset(tok, _Images(6), root / "val", batch_size=8, progress=False)
-    return root
+    return tiny_token_data(tmp_path_factory.mktemp("tok"), train=24, val=6, flip=True)
 
 
 def _cfg(tokens, out, **kw):

@@ -266,7 +266,8 @@ def _train(cfg: TrainConfig, info) -> Path:
 
         def save_checkpoint(at: int) -> Path:
             model_state, optim_state = full_state_dicts(model, opt)
-            if not weights_finite(model_state, params):   # an update exploded them: keep the good ones
+            # an update exploded them: keep the good ones (FSDP: only rank 0 holds the full state)
+            if any_rank(not weights_finite(model_state, params), info):
                 raise diverged("the weights", math.nan, at, folders.last_good(at, parameters=params),
                                "the last update made some NaN/inf")
             if info.main:
