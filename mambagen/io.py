@@ -191,8 +191,10 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     """Load a `.pt/.pth/.bin` file without executing arbitrary pickled code."""
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: file not found")
+    import warnings
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # torch's notes on pickle protocols: our line says it
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
         raise CheckpointError(

@@ -51,10 +51,14 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Mo
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
+        # the mesh on the device this run trains on (its default is CUDA whenever a GPU is visible, even for
+        # a CPU run under gloo)
+        mesh = init_device_mesh(info.device.type, (info.world,))
         for block in getattr(model, "blocks", []):
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     raise ValueError(f"unknown distributed strategy {strategy!r} (ddp or fsdp)")
 

@@ -538,6 +538,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, train_set=None, val_set=None) -> 
     if train_set is None:
         train_set, built_val = build_datasets(cfg)
         val_set = built_val if val_set is None else val_set
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than --batch-size {cfg.batch_size}")
     with cleanup_failed_start(out):
         lock = claim_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite, marks=RUN_MARKS, written=RUN_FILES)
         try:
