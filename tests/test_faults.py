@@ -573,3 +573,17 @@ def test_the_demo_weights_ship_with_their_notice_and_digests():
     assert "Apache License" in (root / "LICENSE").read_text() and "CC-BY 4.0" in (root / "NOTICE").read_text()
     for d in (DEMO_DIR, DEMO_DIR / "tokenizer"):
         assert json.loads((d / "config.json").read_text())["files"]["model.safetensors"].startswith("sha256:")
+
+
+def test_grad_clip_0_means_no_clipping_in_both_trainers(tokens, tmp_path):
+    from mambagen.train.plumbing import clip_gradients
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([3.0, 4.0, 0.0])
+    assert float(clip_gradients([p], 0)) == 5.0 and torch.equal(p.grad, torch.tensor([3.0, 4.0, 0.0]))
+    torch.manual_seed(1)                                                   # the run's seed: its initial weights
+    start = mambagen.create_model("aim-tiny", vocab_size=256, num_tokens=16, num_classes=2).state_dict()
+    off = train(_cfg(tokens, tmp_path / "off", steps=2, grad_clip=0.0))
+    huge = train(_cfg(tokens, tmp_path / "huge", steps=2, grad_clip=1e9))
+    a, b = load_safetensors(off / "model.safetensors"), load_safetensors(huge / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)                       # 0 = no clipping, not zero gradients
+    assert set(a) == set(start) and not torch.equal(a["tok_emb.weight"], start["tok_emb.weight"])   # it learned
