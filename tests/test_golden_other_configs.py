@@ -75,3 +75,55 @@ def test_a_wrong_output_is_caught(tmp_path):
     fx.tensors["out.gen_tokens"][0, 0] += 1
     bad = {c.name for c in check(fx) if not c.ok}
     assert bad == {"out.logits", "out.gen_tokens"}
+
+
+# every configuration the official VectorQuantizer2 accepts, in its own keywords (`Cvae`, not z_channels)
+QUANT_CONFIGS = {
+    "quant_shared4": dict(share_quant_resi=4),
+    "quant_per_scale": dict(share_quant_resi=0),
+    "quant_counts2": dict(share_quant_resi=0, default_qresi_counts=2),
+    "quant_one_shared": dict(share_quant_resi=1),
+    "quant_partial3": dict(share_quant_resi=3),
+    "quant_znorm": dict(using_znorm=True, share_quant_resi=2),
+    "quant_negative_resi": dict(quant_resi=-0.5, share_quant_resi=4),
+    "quant_no_phi": dict(quant_resi=0.0, share_quant_resi=1),
+}
+
+
+def _write_quant_fixture(folder, name, extra):
+    from mambagen.tokenizers.msvq import MultiScaleQuantizer
+    from mambagen.convert.var_vqvae import msvq_config_from_official
+    from parity.var_vqvae import quantizer_outputs
+    official = {"vocab_size": 32, "Cvae": 8, "using_znorm": False, "beta": 0.25, "v_patch_nums": [1, 2, 3, 5],
+                **extra}
+    torch.manual_seed(len(name))
+    quantizer = MultiScaleQuantizer(msvq_config_from_official(official)).eval()
+    with torch.no_grad():
+        for p in quantizer.parameters():
+            p.copy_((p + torch.randn_like(p) * 0.3).half().float())
+        f = torch.randn(2, 8, 5, 5)
+        outputs = quantizer_outputs(quantizer, f)
+    tensors = {f"state.{k}": (v.half() if v.is_floating_point() else v) for k, v in quantizer.state_dict().items()}
+    tensors.update({"in.f": f, **outputs})
+    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps({"kind": "var_quant", "config": official}))
+    return quantizer
+
+
+def test_var_quant_fixtures_of_every_quantizer_configuration_run(tmp_path, monkeypatch):
+    phi_counts = {}
+    for name, extra in QUANT_CONFIGS.items():
+        q = _write_quant_fixture(tmp_path, name, extra)
+        phi_counts[name] = sum(".quant_resi." in f".{k}" for k in q.state_dict() if k.endswith("weight"))
+    monkeypatch.setenv("MAMBAGEN_GOLDEN_DIR", str(tmp_path))
+    assert {p.stem for p in discover()} == set(QUANT_CONFIGS)
+    for name in QUANT_CONFIGS:
+        checks = check(load_fixture(tmp_path / f"{name}.json"))
+        assert checks and all(c.ok for c in checks), (name, [c for c in checks if not c.ok])
+        assert {"out.idx_Bl.3", "out.fhat.3", "out.var_input", "out.next_ar.fhat.3"} <= {c.name for c in checks}
+    # the layouts differ as the official ones do: per scale, counts, one shared, K shared, none
+    assert (phi_counts["quant_per_scale"], phi_counts["quant_counts2"], phi_counts["quant_one_shared"],
+            phi_counts["quant_partial3"], phi_counts["quant_no_phi"]) == (4, 2, 1, 3, 0)
+    fx = load_fixture(tmp_path / "quant_znorm.json")
+    fx.tensors["out.idx_Bl.2"] = (fx.tensors["out.idx_Bl.2"] + 1) % 32
+    assert {c.name for c in check(fx) if not c.ok} >= {"out.idx_Bl.2"}

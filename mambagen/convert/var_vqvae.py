@@ -29,20 +29,29 @@ OFFICIAL_VQVAE_DEFAULTS = dict(
 VAR_VQVAE_CH160_CONFIG = {**OFFICIAL_VQVAE_DEFAULTS, "ch": 160}
 OFFICIAL_CH_MULT = (1, 1, 2, 2, 4)  # hard-coded in the official VQVAE (with 2 res blocks per level)
 
+# Defaults of the official `VectorQuantizer2(...)` (models/quant.py), the quantizer alone: its keywords
+# are VQVAE's but `Cvae` for z_channels (its positional `using_znorm` has no default there).
+OFFICIAL_QUANTIZER_KEYS = {"vocab_size", "Cvae", "using_znorm", "beta", "default_qresi_counts", "v_patch_nums",
+                           "quant_resi", "share_quant_resi"}
+
 # official VQVAE keyword -> MSVQConfig field
 _RENAMES = {"v_patch_nums": "patch_nums"}
 _IGNORED = {"test_mode"}  # eval mode + frozen parameters: applied by the loaders, not architecture
 
 
 def msvq_config_from_official(official: Optional[dict] = None, arch_overrides: Optional[dict] = None) -> MSVQConfig:
-    """Our `MSVQConfig` from official `VQVAE(...)` keyword arguments.
+    """Our `MSVQConfig` from official `VQVAE(...)` (or `VectorQuantizer2(...)`) keyword arguments.
 
     `official=None` means the released vae_ch160v4096z32; keys it omits take the official
     constructor defaults. `arch_overrides` sets what the official class hard-codes (`ch_mult`,
     `num_res_blocks`) or any other field, and wins. `image_size` follows from the rest
     (patch_nums[-1] * 2**(len(ch_mult) - 1)) unless overridden.
     """
-    given = VAR_VQVAE_CH160_CONFIG if official is None else official
+    given = VAR_VQVAE_CH160_CONFIG if official is None else dict(official)
+    if "Cvae" in given:                      # VectorQuantizer2's keywords (a `var_quant` fixture)
+        given["z_channels"] = given.pop("Cvae")
+    if given.get("v_patch_nums") is None:    # VectorQuantizer2's default None: the VQVAE's scales
+        given.pop("v_patch_nums", None)
     unknown = sorted(set(given) - set(OFFICIAL_VQVAE_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown official VQVAE argument(s) {unknown}; expected {sorted(OFFICIAL_VQVAE_DEFAULTS)}")
