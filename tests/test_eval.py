@@ -350,3 +350,39 @@ def test_real_inception_features_shape_and_determinism():
     b = inception.run_network(net, images[::-1].copy(), batch_size=3, progress=False)[::-1]
     assert a.shape == (3, 2048) and a.dtype == np.float32 and (a >= 0).all()     # pool_3 after ReLU
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+def _adm_batch(path, images, mu, sigma, **extra):
+    np.savez(path, arr_0=images, mu=mu, sigma=sigma, **extra)
+    return path
+
+
+def test_eval_with_an_adm_reference_batch_uses_its_statistics(tiny_net, tmp_path, capsys):
+    from mambagen.eval.inception import load_network, run_network
+    from mambagen.eval.metrics import feature_stats, frechet_distance
+    ref = load_image_set(_shapes_folder(tmp_path / "ref", n_per_class=10), progress=False)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, arr_0=ref.images[::2])
+    feats = run_network(load_network(tiny_net), ref.images[::2], 50, "cpu", False)
+    mu, sigma = feature_stats(feats)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(48, 48)) * 0.01
+    ref_mu, ref_sigma = mu + 0.1, sigma + a @ a.T                      # statistics the images do not have
+    batch = _adm_batch(tmp_path / "VIRTUAL_tiny.npz", ref.images, ref_mu, ref_sigma, mu_s=np.zeros(4),
+                       sigma_s=np.eye(4))
+    args = ["eval", "--samples", str(samples), "--reference", str(batch), "--inception", str(tiny_net),
+            "--kid-subsets", "3", "--json", str(tmp_path / "r.json"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    r = json.loads((tmp_path / "r.json").read_text())["scores"]
+    assert r["fid"] == pytest.approx(frechet_distance(ref_mu, ref_sigma, mu, sigma), rel=1e-6)
+    assert r["fid"] != pytest.approx(r["fid_from_images"]) and "mu/sigma" in r["fid_source"]
+    assert r["sfid"] is None and "spatial" in r["sfid_reason"]
+    # the same images with other statistics: another FID (a batch with wrong statistics no longer scores the same)
+    _adm_batch(batch, ref.images, ref_mu + 1.0, ref_sigma)
+    assert main(args) == 0
+    r2 = json.loads((tmp_path / "r.json").read_text())["scores"]
+    assert r2["fid"] == pytest.approx(frechet_distance(ref_mu + 1.0, ref_sigma, mu, sigma), rel=1e-6)
+    assert r2["fid_from_images"] == pytest.approx(r["fid_from_images"]) and r2["fid"] > r["fid"] + 1
+    capsys.readouterr()
+    _adm_batch(batch, ref.images, np.zeros(7), np.eye(7))             # made with another network
+    assert main(args) == 2 and "7 dimensions" in capsys.readouterr().err

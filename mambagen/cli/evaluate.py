@@ -116,7 +116,8 @@ def _print_judge(j: dict, judge_dir: str) -> None:
 def _cmd_eval(args) -> None:
     from ..eval.inception import describe_network, load_network, run_network
     from ..eval.sets import load_image_set
-    from ..eval.suite import distribution_scores, floor_scores, inception_score_of, reference_features
+    from ..eval.suite import (distribution_scores, floor_scores, inception_score_of, reference_batch_fid,
+                              reference_features)
 
     device = device_of(args.device)
     progress = args.progress
@@ -145,12 +146,14 @@ def _cmd_eval(args) -> None:
             report["floor_ref"] = {"path": str(args.floor_ref), **floor_info}
         kw = _score_kwargs(args, device)
         report["scores"] = distribution_scores(ref_feats, feats, seed=args.seed, **kw)
+        report["scores"].update(reference_batch_fid(args.ref, feats, report["scores"]["fid"]))
         report["floor"] = floor_scores(ref_feats, len(samples), floor_ref=floor_feats, seed=args.seed, **kw)
         report["settings"] = {"k": args.k, "kid_subsets": args.kid_subsets, "kid_subset_size": args.kid_subset_size}
         cache_note = "read from cache" if ref_info["cache_hit"] else \
             ("cached" if ref_info["cache_written"] else "NOT cached: location not writable, use --ref-cache")
         print(f"reference : {args.ref}  (n = {ref_info['count']}; features {cache_note}: {ref_info['cache']})")
         print(f"network   : {network['name']} (sha1 {network['sha1'][:12]})")
+        print(f"FID from  : {report['scores']['fid_source']}")
         _print_scores(report["scores"], report["floor"])
     else:
         report["inception"] = {"available": False, "reason": why}
@@ -329,7 +332,9 @@ def add_parsers(subparsers) -> None:
                     "halves if it has fewer than twice the samples), or --floor-ref vs the reference. --judge adds "
                     "the demo-scale judge's class accuracy and Fréchet distance.")
     p.add_argument("--samples", required=True, help="samples: .npz (arr_0 uint8 NHWC, optional labels) or folder")
-    p.add_argument("--ref", required=True, help="reference: .npz or image folder (e.g. emoji64/val)")
+    p.add_argument("--ref", "--reference", dest="ref", required=True,
+                   help="reference: an image folder (e.g. emoji64/val), an .npz of images, or an ADM reference "
+                        "batch (VIRTUAL_imagenet256_labeled.npz: its mu/sigma give the FID, as published)")
     p.add_argument("--ref-cache", default=None, help="reference feature cache (default: next to the reference)")
     p.add_argument("--ref-limit", type=int, default=None,
                    help="use a seeded random subset of this many reference images")

@@ -133,6 +133,29 @@ def load_image_set(path: str | os.PathLike, image_size: int | None = None, limit
     return s
 
 
+def reference_statistics(path: str | os.PathLike) -> dict | None:
+    """The precomputed statistics of an ADM reference batch (`VIRTUAL_imagenet256_labeled.npz`: `arr_0`
+    images, `mu`/`sigma` of the Inception pool features, `mu_s`/`sigma_s` of the spatial ones), or None
+    for an .npz without them or a folder. FID against such a batch uses these statistics, as the ADM
+    evaluator does, so it is comparable with published numbers."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".npz":
+        return None
+    with np.load(path) as z:
+        if "mu" not in z.files and "sigma" not in z.files:
+            return None
+        if "mu" not in z.files or "sigma" not in z.files:
+            raise ValueError(f"{path}: holds only one of mu and sigma; an ADM reference batch holds both")
+        stats = {k: z[k].astype(np.float64) for k in ("mu", "sigma", "mu_s", "sigma_s") if k in z.files}
+    for m, c in (("mu", "sigma"), ("mu_s", "sigma_s")):
+        if m in stats:
+            d = stats[m].shape
+            if len(d) != 1 or stats.get(c, np.zeros((0, 0))).shape != (d[0], d[0]):
+                raise ValueError(f"{path}: {m} {stats[m].shape} and {c} {stats.get(c, np.zeros(0)).shape} are not "
+                                 "a mean (D,) and a covariance (D, D)")
+    return stats
+
+
 def fingerprint(path: str | os.PathLike) -> str:
     """Identity of a reference file or folder by content: sizes, mtimes and a sha256 of every byte, so a
     reference replaced under the same name (even with the same size and mtime) is never served stale

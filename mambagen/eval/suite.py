@@ -21,7 +21,7 @@ from ..io import atomic_path
 from .inception import run_network
 from .metrics import (KID_SUBSET_SIZE, KID_SUBSETS, PR_NEIGHBOURS, feature_stats, frechet_distance,
                       frechet_distance_of, inception_score, kid, precision_recall)
-from .sets import ImageSet, fingerprint, load_image_set
+from .sets import ImageSet, fingerprint, load_image_set, reference_statistics
 
 CACHE_FORMAT = "mambagen-ref-features"
 
@@ -92,6 +92,24 @@ def distribution_scores(real: np.ndarray, fake: np.ndarray, *, k: int = PR_NEIGH
     used = min(kid_subset_size, len(real), len(fake))
     return {"fid": frechet_distance_of(real, fake), "kid": kid_mean, "kid_std": kid_std, "kid_subset_size_used": used,
             "precision": precision, "recall": recall, "n_real": len(real), "n_fake": len(fake)}
+
+
+def reference_batch_fid(ref, feats: np.ndarray, fid_from_images: float) -> dict:
+    """The FID as published: from an ADM reference batch's own mu/sigma when it has them (the ADM
+    evaluator's protocol; `fid_from_images` is kept beside it), else the FID from the reference's images.
+    sFID needs Inception's spatial features, which the pool-feature network does not give."""
+    stats = reference_statistics(ref)
+    if stats is None:
+        return {"fid": fid_from_images, "fid_source": "features of the reference images", "sfid": None,
+                "sfid_reason": "needs an ADM reference batch (mu_s, sigma_s) and spatial features"}
+    if stats["mu"].shape[0] != feats.shape[1]:
+        raise ValueError(f"{ref}: its mu has {stats['mu'].shape[0]} dimensions but the feature network gives "
+                         f"{feats.shape[1]}: use the Inception network the batch was made with")
+    return {"fid": frechet_distance(stats["mu"], stats["sigma"], *feature_stats(feats)),
+            "fid_from_images": fid_from_images,
+            "fid_source": "the reference batch's mu/sigma (the ADM evaluator's protocol)", "sfid": None,
+            "sfid_reason": ("the feature network gives pool features only; sFID needs Inception's spatial features"
+                            if "mu_s" in stats else "the reference batch has no mu_s/sigma_s")}
 
 
 def floor_split(n_ref: int, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
