@@ -386,3 +386,29 @@ def test_eval_with_an_adm_reference_batch_uses_its_statistics(tiny_net, tmp_path
     capsys.readouterr()
     _adm_batch(batch, ref.images, np.zeros(7), np.eye(7))             # made with another network
     assert main(args) == 2 and "7 dimensions" in capsys.readouterr().err
+
+
+def test_sample_many_png_dir_precision_and_class_names(pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sample-many", "--model", str(pipeline_dir), "--out", str(out), "--classes", "1", "--per-class", "3",
+            "--device", "cpu", "--no-progress", "--png-dir", str(tmp_path / "png")]
+    assert main(args) == 0
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert pngs == ["0_1.png", "1_1.png", "2_1.png"]
+    z = np.load(out / "samples.npz")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "2_1.png")), z["arr_0"][2])
+    assert json.loads((out / "meta.json").read_text())["spec"]["precision"] == "fp32"       # auto on CPU
+    capsys.readouterr()
+    assert main(args[:-2] + ["--precision", "bf16"]) == 2                  # bf16 samples differ: another run
+    assert "precision" in capsys.readouterr().err
+    bf = tmp_path / "bf"
+    assert main(["sample-many", "--model", str(pipeline_dir), "--out", str(bf), "--classes", "0", "--per-class", "2",
+                 "--device", "cpu", "--no-progress", "--precision", "bf16"]) == 0
+    assert np.load(bf / "samples.npz")["arr_0"].shape == (2, 32, 32, 3)
+
+
+def test_classes_by_name(tmp_path, capsys):
+    assert main(["sample", "--classes", "flags,symbols", "--per-class", "1", "--out", str(tmp_path / "g.png")]) == 0
+    assert "classes [2, 7]" in capsys.readouterr().out
+    assert main(["sample", "--classes", "dragons", "--out", str(tmp_path / "g.png")]) == 2
+    assert "'dragons' is neither a class id nor a class name; its classes: activities" in capsys.readouterr().err

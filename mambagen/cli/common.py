@@ -42,6 +42,9 @@ def add_model_args(p, *, default: str | None = "demo", registered: bool = False,
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checking the weight files against the digests in config.json")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="the generator's weights while sampling; auto: bf16 on CUDA (the fast paths' setting), "
+                        "fp32 on CPU")
     if device:
         add_run_args(p, progress=False)
 
@@ -129,7 +132,25 @@ def load_pipeline(args, device, *, registered: bool = False):
         torch.manual_seed(args.seed or 0)
         shape = family_of_size(args.model).fit(tokenizer)
         model, untrained = create_model(args.model, **shape).to(device).eval(), True
+    model = model.to(sampling_dtype(getattr(args, "precision", "fp32"), device))
     return model, tokenizer, meta, untrained
+
+
+def sampling_dtype(precision: str, device) -> torch.dtype:
+    """auto: bfloat16 on CUDA, float32 elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+
+
+def precision_name(model) -> str:
+    return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
+
+
+def class_names(meta: dict) -> list[str]:
+    """The class names a checkpoint records (config.json "classes", or the demo's), else []."""
+    names = meta.get("classes") or (meta.get("demo") or {}).get("classes") or []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def check_positive(args, *names: str) -> None:
@@ -140,13 +161,21 @@ def check_positive(args, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-def parse_classes(text: str | None, num_classes: int) -> list[int]:
+def parse_classes(text: str | None, num_classes: int, names: list[str] | tuple = ()) -> list[int]:
+    """--classes: comma-separated class ids or, where the checkpoint records them, class names."""
     if text is None:
         return list(range(num_classes))
-    try:
-        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise ValueError(f"--classes must be comma-separated integers, got {text!r}") from None
+    ids = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        if t.lstrip("-").isdigit():
+            ids.append(int(t))
+        elif t in names:
+            ids.append(list(names).index(t))
+        else:
+            known = f"; its classes: {', '.join(names)}" if names else " (this checkpoint records no class names)"
+            raise ValueError(f"--classes: {t!r} is neither a class id nor a class name{known}")
     bad = [i for i in ids if not 0 <= i < num_classes]
     if bad or not ids:
         raise ValueError(f"class id(s) {bad or text!r} out of range: this model has {num_classes} classes "

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import resolve
-from .common import (FMT, add_model_args, add_run_args, add_sampling_args, device_of, load_pipeline, parse_classes,
-                     sampling_from)
+from .common import (FMT, add_model_args, add_run_args, add_sampling_args, class_names, device_of, load_pipeline,
+                     parse_classes, precision_name, sampling_from)
 
 
 
@@ -51,14 +51,15 @@ def _fmt(x, digits: int = 3) -> str:
 # ------------------------------------------------------------------------------------ sample-many
 def _cmd_sample_many(args) -> None:
     from ..train.dist import barrier, cleanup, init_distributed
-    from ..eval.sample_many import SampleSpec, check_meta, pack_samples, sample_shard
+    from ..eval.sample_many import SampleSpec, check_meta, pack_samples, sample_shard, write_pngs
 
     info = init_distributed(args.device)
     try:
         generator, tokenizer, meta, _ = load_pipeline(args, info.device)
         sampling = sampling_from(args, meta.get("sampling"))
-        classes = parse_classes(args.classes, generator.config.num_classes)
-        spec = SampleSpec(tuple(classes), args.per_class, sampling, str(resolve(args.model).resolve()), args.ema)
+        classes = parse_classes(args.classes, generator.config.num_classes, class_names(meta))
+        spec = SampleSpec(tuple(classes), args.per_class, sampling, str(resolve(args.model).resolve()), args.ema,
+                          precision=precision_name(generator))
         check_meta(args.out, spec, write=info.main)
         t0 = time.time()
         n_new = sample_shard(generator, tokenizer, spec, args.out, rank=info.rank, world=info.world,
@@ -74,6 +75,9 @@ def _cmd_sample_many(args) -> None:
             print(f"wrote {path}: {spec.num_samples} images ({len(classes)} classes x {args.per_class}), "
                   f"cfg {s.cfg_scale}, temperature {s.temperature}, top-k {s.top_k}, top-p {s.top_p}, seed {s.seed}")
             print(f"wrote {Path(args.out) / 'preview.png'}")
+            if args.png_dir:
+                n_png = write_pngs(path, args.png_dir, progress=args.progress)
+                print(f"wrote {n_png} PNGs to {args.png_dir} (<index>_<label>.png)")
     finally:
         cleanup(info)
 
@@ -312,10 +316,11 @@ def add_parsers(subparsers) -> None:
                     "mambagen sample-many ...")
     add_model_args(p, default=None, device=False)
     p.add_argument("--out", required=True, help="output directory (resumed when it exists)")
-    p.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
+    p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: every class)")
     p.add_argument("--per-class", type=int, default=50, help="images per class")
     add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (and per shard) on each rank")
+    p.add_argument("--png-dir", default=None, help="also write every image as PNG DIR/<index>_<label>.png")
     add_run_args(p)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="on CUDA, compile the family's block steps too (tens of seconds once; pays over many batches)")

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, check_positive, device_of,
-                     load_pipeline, parse_classes, sampling_from)
+from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, check_positive, class_names,
+                     device_of, load_pipeline, parse_classes, sampling_from)
 
 
 # ------------------------------------------------------------------------------------------- sample
@@ -23,7 +23,7 @@ def cmd_sample(args) -> None:
     device = device_of(args.device)
     model, tokenizer, meta, untrained = load_pipeline(args, device, registered=True)
     sampling = sampling_from(args, meta.get("sampling"))
-    classes = parse_classes(args.classes, model.config.num_classes)
+    classes = parse_classes(args.classes, model.config.num_classes, class_names(meta))
     nrow = args.nrow or (args.per_class if args.per_class > 1 else None)
     n = len(classes) * args.per_class      # every output is checked before the first token is sampled
     check_output(args.out, grid_size(n, image_size_of(model, tokenizer), nrow, scale=args.scale))
@@ -90,7 +90,7 @@ def cmd_edit(args) -> None:
     sampling = sampling_from(args, meta.get("sampling"))
     size = image_size_of(model, tokenizer)
     image = load_image(args.image, size)[None].to(device)                       # (1, 3, S, S)
-    classes = parse_classes(args.classes, model.config.num_classes)
+    classes = parse_classes(args.classes, model.config.num_classes, class_names(meta))
     labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=device)
     rng = torch.Generator(device=device).manual_seed(sampling.seed)
     images = image.expand(args.num, -1, -1, -1)
@@ -124,7 +124,7 @@ def add_parsers(subparsers) -> None:
                               "weights (useful to check the pipeline; the grid is labelled untrained). On CUDA each "
                               "family's fast path runs (CUDA graphs; docs/speed.md).")
     add_model_args(s, registered=True)
-    s.add_argument("--classes", default=None, help="comma-separated class ids (default: every class)")
+    s.add_argument("--classes", default=None, help="comma-separated class ids or names (default: every class)")
     s.add_argument("--per-class", type=int, default=4, help="images per class")
     add_sampling_args(s)
     s.add_argument("--batch-size", type=int, default=32, help="images sampled at once")
@@ -156,7 +156,7 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--keep", type=float, default=0.5, help="outpaint without --mask: centre fraction kept")
     s.add_argument("--canvas", type=int, default=0, help="ARPG: outpaint onto a larger canvas of this many tokens "
                    "a side (resolution expansion); the image stays in the centre")
-    s.add_argument("--classes", default=None, help="class id(s) for the regenerated region, comma-separated")
+    s.add_argument("--classes", default=None, help="class id(s) or name(s) for the regenerated region, comma-separated")
     s.add_argument("--num", type=int, default=4, help="number of edits")
     add_sampling_args(s)
     s.add_argument("--compile", action="store_true", help="on CUDA, compile the family's block steps")

@@ -48,6 +48,7 @@ class SampleSpec:
     model: str = ""                     # where the weights came from
     ema: bool = False
     streams: str = STREAMS
+    precision: str = "fp32"             # the generator's weights while sampling (bf16 on CUDA by default)
 
     def __post_init__(self):
         if not self.classes or self.per_class < 1:
@@ -201,6 +202,28 @@ def pack_samples(out_dir: str | os.PathLike, spec: SampleSpec, name: str = "samp
     path = save_npz(out_dir / name, images, spec.labels_of(np.arange(n)))
     save_image(preview_grid(images, spec), out_dir / "preview.png")
     return path
+
+
+def write_pngs(npz: str | os.PathLike, folder: str | os.PathLike, progress: bool = True) -> int:
+    """Every image of a packed samples.npz as folder/<index>_<label>.png (each written atomically; ones
+    already there are kept, so an interrupted export resumes). Returns how many were written now."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..io import atomic_path
+    folder = Path(folder)
+    with np.load(npz) as z:
+        images, labels = z["arr_0"], z["labels"]
+    width = len(str(len(images) - 1))
+    written = 0
+    for i in tqdm(range(len(images)), desc="png", unit="img", disable=not progress):
+        path = folder / f"{i:0{width}d}_{int(labels[i])}.png"
+        if path.exists():
+            continue
+        with atomic_path(path) as tmp:
+            Image.fromarray(images[i]).save(tmp, format="PNG")
+        written += 1
+    return written
 
 
 def preview_grid(images: np.ndarray, spec: SampleSpec):

@@ -230,8 +230,10 @@ def _train(cfg: TrainConfig, info) -> Path:
                                  f"that made {cfg.data}")
     quantizer = training_quantizer(family_of(raw), tokenizer)
 
-    # the tokenizer the ids came from: `sample --tokenizer` checks a bare model's against it
+    # the tokenizer the ids came from (`sample --tokenizer` checks a bare model's against it) and class names
     made_by = {"tokenizer_config": data.meta["tokenizer_config"]} if "tokenizer_config" in data.meta else {}
+    if data.classes:     # `sample --classes NAME`
+        made_by["classes"] = list(data.classes)
 
     # 2. the run folder: this run's alone while it trains (locked); resume
     lock = on_main(lambda: claim_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite, marks=RUN_MARKS,
