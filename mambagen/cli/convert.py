@@ -48,3 +48,17 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--vae", default=None, help="var/mvar: the official VQVAE file (vae_ch160v4096z32.pth)")
     s.add_argument("--vq", default=None, help="gpt/arpg: the LlamaGen VQ file (vq_ds16_c2i.pt) to ship alongside")
     s.set_defaults(fn=cmd_convert)
+
+    e = subparsers.add_parser("export", help="a push-ready copy of a checkpoint directory (weights, config.json, "
+                              "model card)", formatter_class=FMT,
+                              description="Copy a checkpoint directory (or official:NAME, hf:ORG/REPO) as it would be "
+                              "pushed to the Hugging Face hub: the weights and config.json as they are (their digests "
+                              "checked first), a model card README.md and .gitattributes. Then: hf upload REPO OUT.")
+    e.add_argument("model", help="checkpoint directory, 'demo', official:NAME or hf:ORG/REPO")
+    e.add_argument("out", help="a new (or empty) folder")
+    e.set_defaults(fn=cmd_export)
+
+
+def cmd_export(args) -> None:
+    from ..hub import export
+    print(f"wrote {export(args.model, args.out)} (push it with: hf upload REPO {args.out})")

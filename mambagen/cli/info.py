@@ -5,6 +5,12 @@ import torch
 
 
 def cmd_info(args) -> None:
+    if args.official:
+        from ..releases import catalogue_lines
+        print("Released checkpoints (mambagen sample --model official:NAME; published scores and the setting that "
+              "produced them, each with its source; guidance 1 = off):")
+        print("\n".join(catalogue_lines()))
+        return
     from ..layers import kernels
     from ..models.registry import FAMILIES, count_params, create_model
     from ..tokenizers import KINDS
@@ -44,4 +50,6 @@ def add_parsers(subparsers) -> None:
                               description="List the registered generator sizes (parameter counts next to the "
                               "official ones), the families, the tokenizers, and the fast kernels this machine "
                               "can run.")
+    s.add_argument("--official", action="store_true", help="list the catalogue of released checkpoints instead "
+                   "(official:NAME), with their published scores and sampling settings")
     s.set_defaults(fn=cmd_info)
