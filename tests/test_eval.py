@@ -412,3 +412,26 @@ def test_classes_by_name(tmp_path, capsys):
     assert "classes [2, 7]" in capsys.readouterr().out
     assert main(["sample", "--classes", "dragons", "--out", str(tmp_path / "g.png")]) == 2
     assert "'dragons' is neither a class id nor a class name; its classes: activities" in capsys.readouterr().err
+
+
+def test_reproduce_runs_end_to_end_on_the_demo_and_resumes(tiny_net, tmp_path, capsys):
+    from mambagen.eval.inception import load_network, run_network
+    from mambagen.eval.metrics import feature_stats
+    ref = load_image_set(_shapes_folder(tmp_path / "ref", n_per_class=9, size=64), progress=False)
+    mu, sigma = feature_stats(run_network(load_network(tiny_net), ref.images, 50, "cpu", False))
+    batch = tmp_path / "VIRTUAL_tiny.npz"
+    np.savez(batch, arr_0=ref.images, mu=mu, sigma=sigma)
+    out = tmp_path / "repro"
+    args = ["reproduce", "demo", "--reference", str(batch), "--num", "18", "--out", str(out), "--inception",
+            str(tiny_net), "--device", "cpu", "--no-progress", "--batch-size", "9"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_samples"] == 18 and report["ours"]["fid"] > 0 and "mu/sigma" in report["ours"]["fid_source"]
+    assert report["sampling"]["cfg_scale"] == 4.0                     # the demo's recommendation
+    assert report["ours"]["is"] is None and "logits network" in report["ours"]["is_reason"]
+    md = (out / "report.md").read_text()
+    assert "| fid |" in md and "mambagen sample-many" in md
+    assert np.load(out / "samples" / "samples.npz")["arr_0"].shape == (18, 64, 64, 3)
+    capsys.readouterr()
+    assert main(args) == 0 and "0 new images" in capsys.readouterr().out     # resumed: nothing sampled again
+    assert main(args[:5] + ["5"] + args[6:]) == 2                             # fewer images than classes

@@ -1,9 +1,9 @@
 """The `mambagen` command line: one module per command group, the shared argument blocks in `common`.
 
     info      info                      sample    sample, edit
-    convert   convert                   evaluate  sample-many, eval, eval-nll, eval-tokenizer, train-judge, judge-samples
+    convert   convert, export           evaluate  sample-many, eval, eval-nll, eval-tokenizer, train-judge, judge-samples
     data      data emoji, tokenize      train     train-tokenizer, train
-    bench     bench
+    bench     bench                     reproduce reproduce (sample-many -> eval -> a report beside the published)
 
 Handlers parse, call the library and print. `main` turns every expected failure into one line on
 stderr and an exit status, never a traceback:
@@ -23,10 +23,10 @@ from .. import __version__
 from ..io import CheckpointError, WriteError
 from ..train.guard import TrainingInterrupted
 from ..train.plumbing import TrainingDiverged
-from . import bench, convert, data, evaluate, info, sample, train
+from . import bench, convert, data, evaluate, info, reproduce, sample, train
 from .common import FMT
 
-GROUPS = (info, sample, convert, data, train, bench, evaluate)
+GROUPS = (info, sample, convert, data, train, bench, evaluate, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:

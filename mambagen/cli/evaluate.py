@@ -55,10 +55,13 @@ def _cmd_sample_many(args) -> None:
 
     info = init_distributed(args.device)
     try:
-        generator, tokenizer, meta, _ = load_pipeline(args, info.device)
+        generator, tokenizer, meta, untrained = load_pipeline(args, info.device, registered=True)
+        if untrained and info.main:
+            print(f"note: {args.model} has RANDOM weights (a registered size): for timing the pipeline, not FID")
         sampling = sampling_from(args, meta.get("sampling"))
         classes = parse_classes(args.classes, generator.config.num_classes, class_names(meta))
-        spec = SampleSpec(tuple(classes), args.per_class, sampling, str(resolve(args.model).resolve()), args.ema,
+        where = args.model if untrained else str(resolve(args.model).resolve())
+        spec = SampleSpec(tuple(classes), args.per_class, sampling, where, args.ema,
                           precision=precision_name(generator))
         check_meta(args.out, spec, write=info.main)
         t0 = time.time()
@@ -314,7 +317,7 @@ def add_parsers(subparsers) -> None:
                     "image is seeded from (--seed, its global index): the result does not depend on the number of "
                     "ranks or the batch size, and a rerun resumes. Several GPUs: torchrun --nproc-per-node 8 -m "
                     "mambagen sample-many ...")
-    add_model_args(p, default=None, device=False)
+    add_model_args(p, default=None, registered=True, device=False)
     p.add_argument("--out", required=True, help="output directory (resumed when it exists)")
     p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: every class)")
     p.add_argument("--per-class", type=int, default=50, help="images per class")
