@@ -193,3 +193,25 @@ def test_raster_edit_on_the_fast_path_keeps_the_rows_above_and_equals_the_refere
     prefix = tok.encode(images)[:, :40]
     assert torch.equal(sampler.generate(labels, prefix=prefix)[:, :40], prefix)
     assert not torch.equal(sampler.generate(labels)[:, :40], prefix)  # the prefix does not stick to the buffers
+
+
+def test_the_whole_call_the_gpu_graph_captures_equals_the_reference_on_cpu():
+    """What GraphedCallSampler captures on CUDA is the paradigm's `_call`: run it eagerly here (a broken
+    helper, e.g. a lost staticmethod, would otherwise show only on a GPU)."""
+    import mambagen
+    from mambagen.sample.config import SamplingConfig
+    from mambagen.sample.random_order import RANDOM_ORDER
+    from mambagen.sample.scales import NEXT_SCALE, generate_scales
+    sampling = SamplingConfig(cfg_scale=2.0, top_k=1, steps=4)
+    labels = torch.tensor([1, 2])
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("msvq-tiny").eval()
+    var = mambagen.create_model("var-tiny", vocab_size=tok.codebook_size, Cvae=tok.config.z_channels,
+                                patch_nums=tuple(tok.patch_nums)).eval()
+    eager = NEXT_SCALE._call(tok.quantize, sampling)(var, labels, torch.Generator().manual_seed(0), None)
+    ref = generate_scales(var, tok.quantize, labels, sampling, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(eager.indices, ref.indices))
+    arpg = mambagen.create_model("arpg-tiny").eval()
+    eager = RANDOM_ORDER._call(sampling)(arpg, labels, torch.Generator().manual_seed(0), None)
+    ref = RANDOM_ORDER.reference(arpg, None, labels, sampling, torch.Generator().manual_seed(0))
+    assert torch.equal(eager.tokens, ref.tokens)

@@ -95,6 +95,7 @@ class NextScaleParadigm:
 
     regenerated = staticmethod(token_cells)   # an edit redraws every token cell its region touches
 
+    @staticmethod
     def _call(quantizer, sampling):
         return lambda model, labels, rng, block_step: generate_scales(model, quantizer, labels, sampling, rng,
                                                                       block_step=block_step)
