@@ -136,3 +136,26 @@ def test_convert_official_var_file_to_a_pipeline_and_sample(tmp_path):
     torch.testing.assert_close(loaded(ids, labels, x)[0], model(ids, labels, x)[0])
     with pytest.raises(Exception, match="does not know.*made_up"):
         load_official_var("var", tmp_path / "var_tiny.pth", {**official, "made_up": 1}, vocab_size=256, Cvae=8)
+
+
+def test_bf16_sampling_editing_and_sample_many_of_a_next_scale_pipeline(tmp_path):
+    """--precision bf16 (the CUDA default): the quantizer runs with the model between scales, the
+    decoder in float32."""
+    import numpy as np
+    from PIL import Image
+
+    from mambagen.cli import main
+    torch.manual_seed(0)
+    tok = mambagen.create_tokenizer("msvq-tiny").eval()
+    gen = create_model("mvar-tiny", vocab_size=tok.codebook_size, Cvae=tok.config.z_channels,
+                       patch_nums=tuple(tok.patch_nums)).eval()
+    d = mambagen.save_model(gen, tmp_path / "m", tokenizer=tok)
+    common = ["--precision", "bf16", "--device", "cpu"]
+    assert main(["sample", "--model", str(d), "--per-class", "1", "--classes", "0,1", "--out", str(tmp_path / "s.png"),
+                 *common]) == 0
+    assert main(["sample-many", "--model", str(d), "--per-class", "1", "--classes", "0,1", "--out", str(tmp_path / "sm"),
+                 "--no-progress", *common]) == 0
+    assert np.load(tmp_path / "sm" / "samples.npz")["arr_0"].shape[0] == 2
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "in.png")
+    assert main(["edit", "--model", str(d), "--image", str(tmp_path / "in.png"), "--mode", "outpaint", "--num", "1",
+                 "--out", str(tmp_path / "e.png"), *common]) == 0

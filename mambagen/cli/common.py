@@ -132,7 +132,11 @@ def load_pipeline(args, device, *, registered: bool = False):
         torch.manual_seed(args.seed or 0)
         shape = family_of_size(args.model).fit(tokenizer)
         model, untrained = create_model(args.model, **shape).to(device).eval(), True
-    model = model.to(sampling_dtype(getattr(args, "precision", "fp32"), device))
+    dtype = sampling_dtype(getattr(args, "precision", "fp32"), device)
+    model = model.to(dtype)
+    from ..tokenizers import kind_of
+    if kind_of(tokenizer).multiscale:     # next-scale sampling runs the quantizer between scales: its dtype;
+        tokenizer.quantize.to(dtype)      # the decoder stays float32
     return model, tokenizer, meta, untrained
 
 

@@ -328,8 +328,9 @@ class MultiScaleQuantizer(nn.Module):
         return self.quant_resi.at(si / (self.num_scales - 1))
 
     def nearest_code(self, z_NC: torch.Tensor) -> torch.Tensor:
-        """(N, C) -> nearest code ids (N,): squared L2, or cosine similarity with using_znorm."""
-        E_VC = self.embedding.weight.detach()
+        """(N, C) -> nearest code ids (N,): squared L2, or cosine similarity with using_znorm; in float32
+        whatever the quantizer's precision (a bf16 distance would pick other codes)."""
+        E_VC, z_NC = self.embedding.weight.detach().float(), z_NC.float()
         if self.using_znorm:
             return torch.argmax(F.normalize(z_NC, dim=-1) @ F.normalize(E_VC, dim=-1).T, dim=1)
         d_NV = z_NC.square().sum(1, keepdim=True) + E_VC.square().sum(1)
@@ -638,8 +639,9 @@ class MSVQModel(nn.Module):
 
     # ---- decoding ------------------------------------------------------------------------------------------
     def decode_latent(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
-        """f_hat (B, C, n, n) -> images (B, 3, H, W), not clamped."""
-        return self.decoder(self.post_quant_conv(f_hat_BChw))
+        """f_hat (B, C, n, n) -> images (B, 3, H, W), not clamped. f_hat may come from a quantizer in another
+        precision (bf16 next-scale sampling): the decoder runs in its own."""
+        return self.decoder(self.post_quant_conv(f_hat_BChw.to(self.post_quant_conv.weight.dtype)))
 
     def fhat_to_img(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:
         """f_hat (B, C, n, n) -> images clamped to [-1, 1] (official fhat_to_img)."""
