@@ -92,7 +92,8 @@ def resolve_hf(spec: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise ValueError(f"hf:{spec} needs huggingface_hub: pip install 'mambagen[hub]'") from None
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    from .releases import hub_offline
+    offline = hub_offline()
     try:
         path = Path(snapshot_download(spec, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                                       local_files_only=offline))

@@ -134,7 +134,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("MAMBAGEN_CACHE") or Path.home() / ".cache" / "mambagen") / "official"
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE, read at each call (huggingface_hub reads it once, at import)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -153,9 +154,9 @@ def hub_file(repo: str, file: str, release: Release, needed: list[tuple[str, str
         raise _missing(release, needed, "huggingface_hub is not installed: pip install 'mambagen[hub]'") from None
     try:
         return Path(hf_hub_download(repo, file, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                    local_files_only=_offline()))
+                                    local_files_only=hub_offline()))
     except Exception as e:   # LocalEntryNotFoundError, a network error, a missing repo or file ...
-        why = "not in the Hugging Face cache and HF_HUB_OFFLINE is set" if _offline() else \
+        why = "not in the Hugging Face cache and HF_HUB_OFFLINE is set" if hub_offline() else \
             f"could not download: {type(e).__name__}"
         raise _missing(release, needed, why) from None
 
