@@ -38,6 +38,9 @@ def model_card(meta: dict, files: dict[str, str]) -> str:
     if meta.get("published"):
         lines += ["## Published scores", "", f"Source: {meta.get('published_source', '')}", ""] + \
             _table(meta["published"]) + [""]
+    trained = {k: meta[k] for k in ("step", "val_bits_per_token", "run") if k in meta}
+    if trained and not meta.get("release"):
+        lines += ["## Training", "", "Trained with `mambagen train`.", ""] + _table(trained) + [""]
     if meta.get("sampling"):
         lines += ["## Recommended sampling (the command line's default)", "",
                   f"Source: {meta.get('sampling_source', 'the training run')}", ""] + _table(meta["sampling"]) + [""]

@@ -154,7 +154,7 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         storage = (v.device, v.untyped_storage().data_ptr())
         flat[k] = v.contiguous().clone() if storage in storages else v.contiguous()
         storages.add(storage)
-    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    meta = {"format": "pt", "writer": "mambagen", **{k: str(v) for k, v in (metadata or {}).items()}}
     if aliases:
         meta[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
     with atomic_path(path) as tmp:

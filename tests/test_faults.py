@@ -78,6 +78,8 @@ def test_a_second_run_into_a_used_folder_is_refused_and_overwrite_replaces_it(to
     assert not torch.equal(after["tok_emb.weight"], before["tok_emb.weight"])
     assert json.loads((out / "train_config.json").read_text())["seed"] == 2
     assert not (out / ".lock").exists()
+    card = (out / "final" / "README.md").read_text()                  # a model card, as a hub user expects
+    assert "library_name: mambagen" in card and "## Training" in card and "sha256:" in card
 
 
 def test_a_live_lock_is_respected_and_a_stale_one_taken_over(tokens, tmp_path, capsys):

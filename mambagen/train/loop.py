@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, load_tokenizer, save_model
+from ..hub import write_model_card
 from ..data.tokens import TokenDataset
 from ..io import check_finite, load_safetensors, write_json
 from ..layers.embed import drop_labels
@@ -288,9 +289,9 @@ def _train(cfg: TrainConfig, info) -> Path:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
             state = get_model_state_dict(unwrap(model), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
             if info.main:
-                replace_folder(out / "best", lambda new: save_model(
+                replace_folder(out / "best", lambda new: write_model_card(save_model(
                     unwrap(model), new, tokenizer=tokenizer, ema=ema, state={k: full_tensor(v) for k, v in state.items()},
-                    extra={"step": at, "val_bits_per_token": bits, "run": str(out)}))
+                    extra={"step": at, "val_bits_per_token": bits, "run": str(out), **made_by})))
             barrier(info)
 
         def stop_here(signum: int) -> TrainingInterrupted:
@@ -364,9 +365,10 @@ def _train(cfg: TrainConfig, info) -> Path:
         final = out / "final"
         if info.main:
             last = folders.latest()
-            replace_folder(final, lambda new: save_model(
+            replace_folder(final, lambda new: write_model_card(save_model(
                 unwrap(model), new, tokenizer=tokenizer, ema=ema, state=load_safetensors(last / "model.safetensors"),
-                extra={"step": step, "run": str(out), **made_by}))
+                extra={"step": step, "run": str(out), **made_by,
+                       **({"val_bits_per_token": best_bits} if math.isfinite(best_bits) else {})})))
             logger.plot()
             logger.close()
         barrier(info)
