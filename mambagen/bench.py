@@ -41,10 +41,18 @@ def _device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
 
 
-def _model(name: str, device, dtype):
-    from .models.registry import create_model
+def _model(name: str, device, dtype, image_size: int | None = None):
+    """A registered size with random weights; `image_size`: its grid (and position tables) for images of
+    that side at the official 16x downsampling (raster and random-order families)."""
+    from .models.registry import create_model, family_of_size
     torch.manual_seed(0)
-    return create_model(name).to(device=device, dtype=dtype).eval()
+    overrides = {}
+    if image_size is not None:
+        if family_of_size(name).sampler.name == "next-scale":
+            raise ValueError(f"--image-size: {name} is a next-scale model (its scales are fixed by its tokenizer); "
+                             "the scaling bench takes raster and random-order models")
+        overrides["num_tokens"] = (image_size // 16) ** 2
+    return create_model(name, **overrides).to(device=device, dtype=dtype).eval()
 
 
 def generation_setting(model, cfg_scale: float):
@@ -78,10 +86,11 @@ def _generation_run(model, tokenizer, sampling, batch: int, path: str, rng):
     return lambda labels: sampler.generate(labels, rng)
 
 
-def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device) -> dict:
+def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale: float, repeat: int, device,
+                     image_size: int | None = None) -> dict:
     """Seconds per batch of `batch` images (tokens only) on the reference or a fast path."""
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    model = _model(name, device, dtype)
+    model = _model(name, device, dtype, image_size)
     labels = torch.arange(batch, device=device) % model.config.num_classes
     g = torch.Generator(device=device).manual_seed(0)
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
@@ -97,7 +106,8 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
     kind = "sample_many" if path == "sample-many" else "generation"
     return {"kind": kind, "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
             "precision": precision, "steps": getattr(model.config, "num_tokens", None),
-            "sampling": sampling.to_dict(),
+            "sampling": sampling.to_dict(), "image_size": image_size, "tokens": model.config.num_tokens,
+            "us_per_token": spb / batch / model.config.num_tokens * 1e6,
             "seconds_per_batch": spb, "images_per_s": batch / spb, "setup_s": setup, "repeats": times,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
 
@@ -117,12 +127,13 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
 
 
 def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
-                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64) -> dict:
+                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
+                   image_size: int | None = None) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
     from .models.registry import count_params
     from .train.optim import make_optimizer
     torch.manual_seed(0)
-    model = _model(name, device, torch.float32).train()
+    model = _model(name, device, torch.float32, image_size).train()
     from .layers.mamba2 import set_scan_chunk, set_scan_impl
     set_scan_chunk(model, scan_chunk)
     set_scan_impl(model, scan)
@@ -156,9 +167,64 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     tps = batch * N / spt
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
     return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
-            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_chunk": scan_chunk, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
+            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_chunk": scan_chunk,
+            "image_size": image_size, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
             "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
+
+
+def scaling_plot(records: list[dict], path: Path) -> Path:
+    """Cost per token (us) and peak memory against tokens per image, one line per model and path."""
+    from .train.logging import draw_curves
+    rows = []
+    for r in records:
+        if r["kind"] == "generation" and r.get("image_size"):
+            split = f"{r['model']}:{r['path']}"
+            rows.append({"step": r["tokens"], "split": split, "name": "us_per_token_generation",
+                         "value": r["us_per_token"], "wall_time": 0.0})
+            if r.get("peak_gib") is not None:
+                rows.append({"step": r["tokens"], "split": split, "name": "peak_gib", "value": r["peak_gib"],
+                             "wall_time": 0.0})
+        elif r["kind"] == "training" and r.get("image_size"):
+            rows.append({"step": r["tokens_per_sample"], "split": r["model"], "name": "training_tokens_per_s",
+                         "value": r["tokens_per_s"], "wall_time": 0.0})
+    img = draw_curves(rows, title="cost per token vs tokens per image (x: tokens)")
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+# The seeds' speed claims: (claim, ours, theirs, batch) on each side's fastest generation path
+CLAIMS = [("AiM paper: AiM decodes faster than a transformer with a KV cache", "aim-l", "gpt-l", 16),
+          ("M-VAR paper: M-VAR-d24 is 1.2x faster than VAR-d30", "mvar-d24", "var-d30", 16),
+          ("ARPG abstract: over 20x the throughput of LlamaGen and over 75% less memory", "arpg-l", "gpt-l", 64)]
+
+
+def claims_table(records: list[dict]) -> list[str]:
+    """Each claim with both sides measured in this run: holds / does not hold, by how much."""
+    best = {}
+    for r in records:
+        if r["kind"] == "generation" and not r.get("image_size"):
+            key = (r["model"], r["batch"])
+            if key not in best or r["images_per_s"] > best[key]["images_per_s"]:
+                best[key] = r
+    lines = []
+    for claim, ours, theirs, batch in CLAIMS:
+        a, b = best.get((ours, batch)), best.get((theirs, batch))
+        if a is None or b is None:
+            continue
+        ratio = a["images_per_s"] / b["images_per_s"]
+        need = {"aim-l": 1.0, "mvar-d24": 1.2, "arpg-l": 20.0}[ours]
+        memory = ""
+        if ours == "arpg-l" and a.get("peak_gib") and b.get("peak_gib"):
+            saved = 1 - a["peak_gib"] / b["peak_gib"]
+            memory = f"; memory {a['peak_gib']:.1f} vs {b['peak_gib']:.1f} GiB ({saved:.0%} less, claim > 75%)"
+        verdict = "holds" if ratio > need else "does not hold"
+        lines.append(f"| {claim} | {ours} {a['path']} {a['images_per_s']:.1f} vs {theirs} {b['path']} "
+                     f"{b['images_per_s']:.1f} img/s (batch {batch}) | {ratio:.2f}x (claim {need:g}x){memory} | "
+                     f"{verdict} |")
+    return (["", "| claim | measured (fastest path of each side) | ratio | verdict |", "|---|---|---|---|"] + lines
+            if lines else [])
 
 
 def to_markdown(records: list[dict], meta: dict) -> str:
@@ -168,6 +234,14 @@ def to_markdown(records: list[dict], meta: dict) -> str:
         lines += ["| model | path | batch | cfg | precision | s/batch | images/s | peak GiB |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['path']} | {r['batch']} | {r['cfg']} | {r['precision']} | "
                   f"{r['seconds_per_batch']:.3f} | {r['images_per_s']:.1f} | {r['peak_gib'] or 0:.1f} |" for r in gen]
+    scaled = [r for r in gen if r.get("image_size")]
+    if scaled:
+        lines += ["", "| scaling: model | path | image | tokens | batch | s/image | us/token | peak GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['path']} | {r['image_size']} | {r['tokens']} | {r['batch']} | "
+                  f"{r['seconds_per_batch'] / r['batch']:.4f} | {r['us_per_token']:.2f} | {r['peak_gib'] or 0:.2f} |"
+                  for r in scaled]
+    lines += claims_table(records)
     dec = [r for r in records if r["kind"] == "tokenizer_decode"]
     if dec:
         lines += ["", "| tokenizer decode | batch | precision | s/batch | images/s |", "|---|---|---|---|---|"]
@@ -203,18 +277,20 @@ def run_bench(args) -> Path:
     device = str(resolve_device(args.device))
     meta = {"device": _device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
     jobs = []
+    sizes = args.image_size or [None]
     for spec in args.generate:
         name, path = (spec.split(":") + ["reference"])[:2]
         jobs += [dict(kind="generation", name=name, batch=b, precision=args.precision, path=path, cfg_scale=args.cfg,
-                      repeat=args.repeat) for b in args.batch]
+                      repeat=args.repeat, image_size=size) for size in sizes for b in args.batch]
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
     for spec in args.train:   # MODEL[:compile][:ckpt][:ref][:chunkN]
         name, *opts = spec.split(":")
         chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
-        jobs.append(dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
-                         repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
-                         scan="reference" if "ref" in opts else "auto", scan_chunk=chunk))
+        jobs += [dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
+                      repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
+                      scan="reference" if "ref" in opts else "auto", scan_chunk=chunk, image_size=size)
+                 for size in sizes]
     records, errors = [], []
     for job in jobs:
         job["device"] = device
@@ -233,5 +309,7 @@ def run_bench(args) -> Path:
     write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text(to_markdown(records, meta) + ("\nFailed:\n" + "\n".join(f"- {e}" for e in errors) if errors else ""))
+    if args.image_size and len(args.image_size) > 1:
+        print(f"wrote {scaling_plot(records, out.with_name(out.name + '_scaling.png'))}")
     print(to_markdown(records, meta))
     return out

@@ -22,6 +22,10 @@ def add_parsers(subparsers) -> None:
                    "Mamba2 scan instead of the compiled tensor-core one; chunkN: Mamba2 scan chunk, default 64)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
     p.add_argument("--train-batch", type=int, default=64, help="batch size of the timed training steps")
+    p.add_argument("--image-size", type=int, nargs="*", default=None,
+                   help="scaling: time every --generate/--train entry at these image sides (16x downsampling: 256 -> "
+                        "256 tokens, 1024 -> 4096), position tables sized to the grid; writes OUT_scaling.png "
+                        "(cost per token vs tokens); raster and random-order models")
     p.add_argument("--cfg", type=float, default=1.5, help="guidance scale (1 = off)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="weights and activations while timing")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")

@@ -1,0 +1,41 @@
+"""The benchmark harness: the image-size scaling runs (grids and position tables sized per image) and the
+seeds' speed claims table. Timings themselves are never asserted (benchmarks, not tests)."""
+import json
+
+import pytest
+
+from mambagen import bench
+from mambagen.cli import main
+
+
+def test_scaling_bench_sizes_each_model_to_the_image_and_plots(tmp_path):
+    out = tmp_path / "b"
+    assert main(["bench", "--generate", "aim-tiny:reference", "arpg-tiny:reference", "--decode", "--image-size", "64",
+                 "128", "--batch", "2", "--repeat", "1", "--device", "cpu", "--precision", "fp32", "--out",
+                 str(out)]) == 0
+    records = json.loads(out.with_suffix(".json").read_text())["records"]
+    got = sorted((r["model"], r["image_size"], r["tokens"]) for r in records)
+    assert got == [("aim-tiny", 64, 16), ("aim-tiny", 128, 64), ("arpg-tiny", 64, 16), ("arpg-tiny", 128, 64)]
+    assert all(r["us_per_token"] > 0 for r in records)
+    assert (tmp_path / "b_scaling.png").stat().st_size > 1000 and "| scaling: model |" in out.with_suffix(".md").read_text()
+
+
+def test_scaling_refuses_next_scale_models():
+    with pytest.raises(ValueError, match="next-scale model"):
+        bench._model("var-tiny", "cpu", None, image_size=512)
+
+
+def _rec(model, path, batch, ips, peak=None):
+    return {"kind": "generation", "model": model, "path": path, "batch": batch, "images_per_s": ips, "peak_gib": peak}
+
+
+def test_claims_table_compares_the_fastest_path_of_each_side():
+    rows = bench.claims_table([_rec("aim-l", "reference", 16, 10), _rec("aim-l", "fast", 16, 80),
+                               _rec("gpt-l", "fast", 16, 40), _rec("mvar-d24", "graph", 16, 50),
+                               _rec("var-d30", "graph", 16, 45), _rec("arpg-l", "graph", 64, 300, 2.0),
+                               _rec("gpt-l", "fast", 64, 100, 10.0)])
+    text = "\n".join(rows)
+    assert "aim-l fast 80.0 vs gpt-l fast 40.0" in text and "2.00x (claim 1x)" in text
+    assert "1.11x (claim 1.2x) | does not hold" in text                       # M-VAR-d24 vs VAR-d30
+    assert "3.00x (claim 20x); memory 2.0 vs 10.0 GiB (80% less, claim > 75%) | does not hold" in text
+    assert bench.claims_table([_rec("aim-l", "fast", 16, 80)]) == []          # one side missing: no row
