@@ -281,3 +281,21 @@ def test_cli_registers_data_emoji():
     assert args.fn is cmd_emoji and args.size == 32 and args.styles == "twitter"
     with pytest.raises(ValueError, match="unknown style"):
         E.build_emoji_dataset("/tmp/never-written", styles=["apple"])
+
+
+def test_select_emoji_at_the_subcategory_level(emoji_src):
+    meta, _ = emoji_src
+    for i, rec in enumerate(meta):
+        if rec["category"] == "Smileys & Emotion":
+            rec["subcategory"] = "face-smiling" if i < 30 else "heart"
+        elif rec["category"] == "Animals & Nature":
+            rec["subcategory"] = "animal-mammal" if i < 55 else "plant-flower"
+    items, _ = E.select_emoji(meta, level="subcategory", min_emoji=6)
+    counts = {c: sum(it.class_name == c for it in items) for c in {it.class_name for it in items}}
+    # plant-flower has 5 emoji, fewer than 6: it joins its category's "other"
+    assert counts == {"face_smiling": 30, "heart": 10, "animal_mammal": 15, "animals_and_nature_other": 5}
+    assert next(it for it in items if it.class_name == "heart").category == "Smileys & Emotion / heart"
+    split = E.assign_splits(items, 0.1)
+    assert {split[it.group] for it in items} == {"train", "val"}
+    with pytest.raises(ValueError, match="class level"):
+        E.select_emoji(meta, level="emoji")

@@ -22,7 +22,7 @@ def data_subparsers(subparsers) -> argparse._SubParsersAction:
 def add_emoji(subparsers) -> None:
     """`mambagen data emoji ROOT ...`."""
     p = data_subparsers(subparsers).add_parser(
-        "emoji", help="the built-in demo dataset: 9 emoji classes, Google + Twitter art, 64x64",
+        "emoji", help="the built-in demo dataset: 9 emoji categories (or their subcategories), Google + Twitter art, 64x64",
         formatter_class=FMT,
         description=f"Build ROOT/{{train,val}}/<class>/<name>_<style>.png from the npm packages {META_PACKAGE}, "
                     f"{', '.join(STYLE_PACKAGES.values())} (version {VERSION}; fetched with npm into --cache and "
@@ -37,6 +37,10 @@ def add_emoji(subparsers) -> None:
     p.add_argument("--cache", default=str(default_cache_dir()), help="folder caching the verified npm tarballs")
     p.add_argument("--skin-tones", action="store_true", help="also include skin-tone variants (same split as "
                    "their base emoji)")
+    p.add_argument("--level", choices=["category", "subcategory"], default="category",
+                   help="classes: the 9 categories, or the finer subcategories (mammals, fruit, country flags, ...)")
+    p.add_argument("--min-emoji", type=int, default=12, help="with --level subcategory: a subcategory with fewer "
+                   "base emoji joins its category's <category>_other class")
     p.add_argument("--force", action="store_true", help="replace ROOT if it holds an earlier emoji build")
     p.set_defaults(fn=cmd_emoji)
 
@@ -46,7 +50,8 @@ def cmd_emoji(args) -> None:
     t0 = time.time()
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     stats = build_emoji_dataset(args.root, size=args.size, val_fraction=args.val_fraction, styles=styles,
-                                cache_dir=args.cache, force=args.force, include_variations=args.skin_tones)
+                                cache_dir=args.cache, force=args.force, include_variations=args.skin_tones,
+                                level=args.level, min_emoji=args.min_emoji)
     print(format_summary(stats))
     print(f"wrote {args.root} ({stats['totals']['train']} train + {stats['totals']['val']} val images, "
           f"{args.size}x{args.size}) in {time.time() - t0:.1f} s")

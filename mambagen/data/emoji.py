@@ -303,7 +303,7 @@ class EmojiImage:
     """One emoji (or one skin-tone variant) to write, in every style that has an image of it."""
     key: str                    # file stem: <short name>_<unified code>, unique
     group: str                  # unified code of the base emoji: variants share it
-    category: str               # as in the metadata, e.g. "Smileys & Emotion"
+    category: str               # its class label: "Smileys & Emotion", or "Animals & Nature / animal-mammal"
     class_name: str             # folder name, e.g. "smileys_and_emotion"
     image: str                  # PNG file name inside each style's image folder
     styles: tuple[str, ...]     # selected styles whose metadata says an image exists
@@ -323,14 +323,36 @@ def _safe_stem(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "emoji"
 
 
+LEVELS = ("category", "subcategory")
+
+
+def class_of(rec: dict, level: str, small: set[str]) -> tuple[str, str]:
+    """(class folder, label) of one metadata record at `level`: the category ("Smileys & Emotion"), or the
+    subcategory ("face-smiling"; one with fewer emoji than the minimum joins its category's "other")."""
+    if level == "category":
+        return class_folder_name(rec["category"]), rec["category"]
+    sub = rec.get("subcategory") or "other"
+    if sub in small or sub == "other":
+        return class_folder_name(rec["category"]) + "_other", f"{rec['category']} / other"
+    return class_folder_name(sub), f"{rec['category']} / {sub}"
+
+
 def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_variations: bool = False,
-                 exclude_categories: Iterable[str] = EXCLUDED_CATEGORIES) -> tuple[list[EmojiImage], list[dict]]:
+                 exclude_categories: Iterable[str] = EXCLUDED_CATEGORIES, level: str = "category",
+                 min_emoji: int = 0) -> tuple[list[EmojiImage], list[dict]]:
     """emoji.json records -> (items sorted by class then emoji order, [{"emoji", "reason"}] left out).
 
+    Classes are the categories, or with level="subcategory" the finer subcategories (mammals, fruit, country
+    flags, ...), those with fewer than `min_emoji` base emoji merged into their category's "other".
     Base emoji only unless `include_variations` (skin tones, grouped with their base emoji).
     An emoji is kept with the styles that have an image; with none it is left out and reported.
     """
+    if level not in LEVELS:
+        raise ValueError(f"class level {level!r}: choose {' or '.join(LEVELS)}")
     styles, excluded = tuple(styles), set(exclude_categories)
+    per_sub = _counts(r.get("subcategory") or "other" for r in metadata
+                      if isinstance(r, dict) and r.get("category") not in excluded)
+    small = {sub for sub, n in per_sub.items() if n < min_emoji}
     items, left_out = [], []
     for rec in metadata:
         try:
@@ -351,8 +373,9 @@ def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_v
             if not have:
                 left_out.append({"emoji": key, "reason": f"no image in styles {','.join(styles)}"})
                 continue
-            items.append(EmojiImage(key=key, group=unified, category=category,
-                                    class_name=class_folder_name(category), image=img, styles=have,
+            class_name, label = class_of(rec, level, small)
+            items.append(EmojiImage(key=key, group=unified, category=label,
+                                    class_name=class_name, image=img, styles=have,
                                     sort_order=int(rec.get("sort_order") or 0),
                                     obsoleted_by=rec.get("obsoleted_by") if code == unified else None))
     items.sort(key=lambda it: (it.class_name, it.sort_order, it.key))
@@ -605,7 +628,8 @@ def write_dataset(items: list[EmojiImage], image_dirs: dict[str, str | os.PathLi
 
 def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: float = 0.1,
                         styles: Iterable[str] = STYLES, cache_dir: str | os.PathLike | None = None,
-                        force: bool = False, include_variations: bool = False, progress: bool = True) -> dict:
+                        force: bool = False, include_variations: bool = False, progress: bool = True,
+                        level: str = "category", min_emoji: int = 0) -> dict:
     """Fetch (or reuse) the packages, select, split and write the dataset at ROOT; return its stats."""
     styles = tuple(dict.fromkeys(styles))
     unknown = [s for s in styles if s not in STYLE_PACKAGES]
@@ -621,7 +645,8 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
     packages = {n: {"version": VERSION, "integrity": integrity_of(tarballs[k])} for k, n in names.items()}
     with tempfile.TemporaryDirectory(prefix="mambagen-emoji-") as work:
         metadata, image_dirs, license_text = unpack_packages(tarballs, work, styles)
-        items, left_out = select_emoji(metadata, styles, include_variations=include_variations)
+        items, left_out = select_emoji(metadata, styles, include_variations=include_variations, level=level,
+                                       min_emoji=min_emoji)
         return write_dataset(items, image_dirs, root, size=size, val_fraction=val_fraction, force=force,
                              packages=packages, metadata_license=license_text, left_out=left_out,
                              progress=progress)
