@@ -4,6 +4,7 @@
     convert   convert, export           evaluate  sample-many, eval, eval-nll, eval-tokenizer, train-judge, judge-samples
     data      data emoji, tokenize      train     train-tokenizer, train
     bench     bench                     reproduce reproduce (sample-many -> eval -> a report beside the published)
+    app       app (a local web page: generate, edit, model)
 
 Handlers parse, call the library and print. `main` turns every expected failure into one line on
 stderr and an exit status, never a traceback:
@@ -23,10 +24,10 @@ from .. import __version__
 from ..io import CheckpointError, WriteError
 from ..train.guard import TrainingInterrupted
 from ..train.plumbing import TrainingDiverged
-from . import bench, convert, data, evaluate, info, reproduce, sample, train
+from . import app, bench, convert, data, evaluate, info, reproduce, sample, train
 from .common import FMT
 
-GROUPS = (info, sample, convert, data, train, bench, evaluate, reproduce)
+GROUPS = (info, sample, convert, data, train, bench, evaluate, reproduce, app)
 
 
 def build_parser() -> argparse.ArgumentParser:
