@@ -111,8 +111,10 @@ def mask_of(editor: dict | None, size: int) -> tuple[object, torch.Tensor, list[
     background = editor["background"]
     if not isinstance(background, Image.Image):
         background = Image.fromarray(np.asarray(background))
-    if background.mode != "RGB":
-        notes.append(f"the image was {background.mode}; converted to RGB on white")
+    transparent = background.mode in ("RGBA", "LA", "PA") and np.asarray(background.convert("RGBA"))[..., 3].min() < 255
+    if background.mode not in ("RGB", "RGBA") or transparent:
+        notes.append(f"the image was {background.mode}{' with transparency' if transparent else ''}; "
+                     "converted to RGB on white")
     painted = np.zeros(background.size[::-1], dtype=bool)
     for layer in editor.get("layers") or []:
         layer = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
@@ -204,10 +206,10 @@ def build_app(specs: list[str], device: torch.device):
             go = gr.Button("Generate", variant="primary", elem_id="generate")
             grid = gr.Image(label="samples", type="filepath", elem_id="grid")
             files = gr.File(label="downloads (PNG, .npz)", file_count="multiple")
-            gallery = gr.Gallery(label="samples (pick one to edit)", columns=8, elem_id="gallery")
+            gallery = gr.Gallery(label="samples (pick one to edit)", columns=8, elem_id="gallery", format="png")
             to_edit = gr.Button("Edit the selected sample", elem_id="to-edit")
         with gr.Tab("Edit"):
-            editor = gr.ImageEditor(type="pil", label="paint the region to regenerate", elem_id="editor",
+            editor = gr.ImageEditor(type="pil", label="paint the region to regenerate", elem_id="editor", format="png",
                                     brush=gr.Brush(colors=["#ff00ff"], default_size=12, color_mode="fixed"),
                                     eraser=gr.Eraser(default_size=12))
             with gr.Row():
@@ -217,7 +219,7 @@ def build_app(specs: list[str], device: torch.device):
                 canvas = gr.Number(value=24, label="canvas tokens a side (ARPG)", precision=0)
             run_edit = gr.Button("Edit", variant="primary", elem_id="run-edit")
             notice = gr.Markdown(elem_id="notice")
-            results = gr.Gallery(label="original, region, edits", columns=6, elem_id="results")
+            results = gr.Gallery(label="original, region, edits", columns=6, elem_id="results", format="png")
         with gr.Tab("Model"):
             info = gr.Markdown(describe(first, models), elem_id="info")
 

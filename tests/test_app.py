@@ -104,14 +104,19 @@ def test_the_page_in_headless_chromium(tmp_path):
             browser.save_screenshot(str(tmp_path / "generate.png"))
 
             browser.find_element(By.XPATH, "//button[contains(., 'Edit') and @role='tab']").click()
-            Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
+            # the first generated sample (the grid: 2 px padding, scaled 2x) is the image to edit
+            Image.open(tmp_path / "grid.png").convert("RGB").crop((4, 4, 132, 132)).resize((64, 64)) \
+                .save(tmp_path / "in.png")
             upload = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#editor input[type=file]"))
             upload.send_keys(str(tmp_path / "in.png"))
             canvas = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#editor canvas"))
             time.sleep(2)
-            w, h = canvas.size["width"], canvas.size["height"]
-            ActionChains(browser).move_to_element_with_offset(canvas, -w // 3, h // 4).click_and_hold() \
-                .move_by_offset(w // 2, 0).move_by_offset(0, h // 8).move_by_offset(-w // 2, 0).release().perform()
+            browser.find_element(By.CSS_SELECTOR, "#editor button[aria-label='Brush']").click()
+            # the 64 px image sits zoomed in the middle of the canvas: paint a band over its lower half
+            side = min(canvas.size["width"], canvas.size["height"]) // 2 - 20
+            ActionChains(browser).move_to_element_with_offset(canvas, -side // 2, side // 4).click_and_hold() \
+                .move_by_offset(side, 0).move_by_offset(0, side // 8).move_by_offset(-side, 0) \
+                .move_by_offset(0, side // 8).move_by_offset(side, 0).release().perform()
             browser.find_element(By.ID, "run-edit").click()
             results = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results img")
                                  if len(b.find_elements(By.CSS_SELECTOR, "#results img")) >= 3 else False)
