@@ -203,7 +203,9 @@ def build_app(specs: list[str], device: torch.device):
         with gr.Tab("Generate"):
             classes = gr.Dropdown(choices, value=choices[:2], multiselect=True, label="classes", elem_id="classes")
             per_class = gr.Slider(1, 16, value=4, step=1, label="images per class")
-            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Cancel", elem_id="cancel-generate")
             grid = gr.Image(label="samples", type="filepath", elem_id="grid")
             files = gr.File(label="downloads (PNG, .npz)", file_count="multiple")
             gallery = gr.Gallery(label="samples (pick one to edit)", columns=8, elem_id="gallery", format="png")
@@ -217,7 +219,9 @@ def build_app(specs: list[str], device: torch.device):
                 edit_classes = gr.Dropdown(choices, value=choices[:1], multiselect=True, label="classes")
                 num = gr.Slider(1, 8, value=4, step=1, label="edits")
                 canvas = gr.Number(value=24, label="canvas tokens a side (ARPG)", precision=0)
-            run_edit = gr.Button("Edit", variant="primary", elem_id="run-edit")
+            with gr.Row():
+                run_edit = gr.Button("Edit", variant="primary", elem_id="run-edit")
+                stop_edit = gr.Button("Cancel", elem_id="cancel-edit")
             notice = gr.Markdown(elem_id="notice")
             results = gr.Gallery(label="original, region, edits", columns=6, elem_id="results", format="png")
         with gr.Tab("Model"):
@@ -229,8 +233,9 @@ def build_app(specs: list[str], device: torch.device):
             png, npz, imgs = guarded(generate)(models, spec, cls, n, *rest, progress=progress)
             return png, [png, npz], imgs
 
-        go.click(on_generate, [model, classes, per_class, *setting], [grid, files, gallery],
-                 concurrency_limit=1)
+        generating = go.click(on_generate, [model, classes, per_class, *setting], [grid, files, gallery],
+                              concurrency_limit=1)
+        stop.click(None, None, None, cancels=[generating])
         def pick(evt: gr.SelectData):
             value = evt.value
             return value["image"]["path"] if isinstance(value, dict) and "image" in value else None
@@ -238,8 +243,10 @@ def build_app(specs: list[str], device: torch.device):
         gallery.select(pick, None, [selected])
         to_edit.click(lambda path: {"background": path, "layers": [], "composite": path} if path else None,
                       [selected], [editor])
-        run_edit.click(lambda *a: guarded(edit_image)(models, *a), [model, editor, mode, edit_classes, num, canvas,
-                                                                    *setting], [results, notice], concurrency_limit=1)
+        editing = run_edit.click(lambda *a: guarded(edit_image)(models, *a),
+                                 [model, editor, mode, edit_classes, num, canvas, *setting], [results, notice],
+                                 concurrency_limit=1)
+        stop_edit.click(None, None, None, cancels=[editing])
 
         def on_model(spec):
             gen, _, meta = guarded(models.get)(spec)
