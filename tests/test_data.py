@@ -299,3 +299,24 @@ def test_select_emoji_at_the_subcategory_level(emoji_src):
     assert {split[it.group] for it in items} == {"train", "val"}
     with pytest.raises(ValueError, match="class level"):
         E.select_emoji(meta, level="emoji")
+
+
+def test_a_code_named_style_is_matched_to_the_metadata_by_unified_code(tmp_path):
+    """Fluent's images are assets/<code>.webp: matched with or without FE0F, variants too, missing ones
+    marked so the emoji keeps its other styles."""
+    meta = [_record("1F600", "Smileys & Emotion", "grinning"), _record("00A9-FE0F", "Symbols", "copyright"),
+            _record("1F44B", "People & Body", "wave"), _record("1F9FF", "Objects", "nazar")]
+    meta[2]["skin_variations"] = {"1F3FB": {"unified": "1F44B-1F3FB", "image": "1f44b-1f3fb.png"}}
+    webp = io.BytesIO()
+    Image.new("RGBA", (128, 128), (0, 200, 0, 255)).save(webp, "WEBP")
+    fluent = _tar(tmp_path / "f.tgz", [(f"package/assets/{c}.webp", webp.getvalue())
+                                        for c in ("1f600", "00a9", "1f44b", "1f44b-1f3fb")])
+    meta_tgz = _tar(tmp_path / "m.tgz", [("package/emoji.json", json.dumps(meta).encode())])
+    got, dirs, _ = E.unpack_packages({"meta": meta_tgz, "fluent": fluent}, tmp_path / "work", styles=("fluent",))
+    assert [r["has_img_fluent"] for r in got] == [True, True, True, False]      # 00A9-FE0F found as 00a9
+    assert got[2]["skin_variations"]["1F3FB"]["has_img_fluent"] is True
+    assert Image.open(dirs["fluent"] / "1f600.png").format == "WEBP"           # linked under the metadata's name
+    items, left_out = E.select_emoji(got, styles=("fluent",), include_variations=True)
+    assert {it.key.split("_")[-1] for it in items} == {"1f600", "00a9-fe0f", "1f44b", "1f44b-1f3fb"}
+    assert [d["emoji"] for d in left_out] == ["nazar_1f9ff"]
+    assert "Fluent Emoji" in E.notice_text(["fluent"]) and "MIT" in E.LICENSES["fluent"]

