@@ -320,3 +320,29 @@ def test_a_code_named_style_is_matched_to_the_metadata_by_unified_code(tmp_path)
     assert {it.key.split("_")[-1] for it in items} == {"1f600", "00a9-fe0f", "1f44b", "1f44b-1f3fb"}
     assert [d["emoji"] for d in left_out] == ["nazar_1f9ff"]
     assert "Fluent Emoji" in E.notice_text(["fluent"]) and "MIT" in E.LICENSES["fluent"]
+
+
+def test_shifted_views_keep_the_emoji_on_white_and_are_a_function_of_the_index(tmp_path):
+    from mambagen.data.tokens import TokenDataset, shifted_view, tokenize_dataset
+    import mambagen
+    img = torch.ones(2, 3, 32, 32)
+    img[:, :, 8:24, 8:24] = -1.0                                     # a dark square on white
+    a, b = shifted_view(img, 0, 1), shifted_view(img, 0, 1)
+    assert torch.equal(a, b) and not torch.equal(a, shifted_view(img, 0, 2)) and not torch.equal(a, img)
+    assert a[:, :, 0, 0].min() > 0.99 and a[:, :, -1, -1].min() > 0.99     # the border stays white
+    assert (a < 0).float().mean() < (img < 0).float().mean() + 1e-6        # zoomed out, never in
+
+    class Items(torch.utils.data.Dataset):
+        classes = ["x"]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return img[0], 0
+    tok = mambagen.create_tokenizer("vq-tiny")
+    out = tokenize_dataset(tok, Items(), tmp_path / "t", batch_size=2, augment=3, progress=False)
+    ds = TokenDataset(out)
+    assert ds.tokens.shape[:2] == (4, 4) and ds.meta["augment"] == 3
+    seen = {tuple(ds.batch(torch.tensor([0]), epoch=e)[0][0].tolist()) for e in range(12)}
+    assert len(seen) > 1                                                   # epochs draw different views

@@ -70,6 +70,8 @@ def add_tokenize(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory for the shards")
     p.add_argument("--image-size", type=int, default=None, help="resize/crop size (default: the tokenizer's)")
     p.add_argument("--flip", action="store_true", help="also store the horizontally flipped version of each image")
+    p.add_argument("--augment", type=int, default=0, help="also store this many small scale/shift copies of each "
+                   "image (no mirror: keeps text and arrows readable); training draws one view per epoch")
     p.add_argument("--batch-size", type=int, default=64, help="images encoded at once")
     p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes reading images")
@@ -83,15 +85,18 @@ def _cmd_tokenize(args) -> None:
     from ..data.tokens import tokenize_dataset
     from ..io import read_json
 
+    if args.augment < 0:
+        raise ValueError(f"--augment must be >= 0, got {args.augment}")
     device = device_of(args.device)
     tok = load_tokenizer(args.tokenizer, device)
     size = args.image_size or tok.config.image_size
     ds = ImageFolder(args.data, size)
     ds.scan()   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
-    out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip,
+    out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip, augment=args.augment,
                            shard_size=args.shard_size, device=device, num_workers=args.num_workers)
     meta = read_json(out / "meta.json")
-    print(f"wrote {meta['num_samples']} images x {'2 views' if args.flip else '1 view'} of {meta['num_tokens']} "
+    views = 1 + args.flip + args.augment
+    print(f"wrote {meta['num_samples']} images x {views} view{'s' if views > 1 else ''} of {meta['num_tokens']} "
           f"tokens ({len(meta['shards'])} shard(s)) to {out}")
     report = ds.skipped_report()
     if report.get("skipped") or report.get("links_skipped"):

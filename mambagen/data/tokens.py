@@ -2,11 +2,12 @@
 
     out_dir/
       meta.json                  counts, grid, vocabulary, classes, tokenizer config, shard list
-      shard_00000.safetensors    tokens (n, V, N) int16/int32 (V = 2 with flip: [original, flipped]),
+      shard_00000.safetensors    tokens (n, V, N) int16/int32 (V views: the original, its mirror with flip,
+                                 and `augment` small scale/shift copies),
                                  labels (n,) int64
 
-Stage 2 then never runs the tokenizer's encoder. With flip augmentation both
-versions are stored and `TokenDataset` picks one per (seed, epoch, index).
+Stage 2 then never runs the tokenizer's encoder. With augmentation every view is
+stored and `TokenDataset` picks one per (seed, epoch, index).
 """
 from __future__ import annotations
 
@@ -27,9 +28,28 @@ def _index_dtype(vocab: int) -> torch.dtype:
 
 
 @torch.no_grad()
+def shifted_view(images: torch.Tensor, first_index: int, k: int, max_shift: float = 0.05,
+                 min_scale: float = 0.9) -> torch.Tensor:
+    """Augmentation that keeps an emoji's meaning (no mirror: text and arrows): each image zoomed out to a
+    scale in [min_scale, 1] and shifted by up to max_shift of its side, on white; a pure function of (the
+    image's index in the dataset, k)."""
+    import torch.nn.functional as F
+    B = images.shape[0]
+    g = torch.Generator().manual_seed(first_index * 1009 + k * 7919 + 17)
+    rand = torch.rand(B, 3, generator=g)
+    scale = 1.0 / (min_scale + (1 - min_scale) * rand[:, 0])                 # sampling grid > 1: zoom out
+    shift = (rand[:, 1:] * 2 - 1) * max_shift * 2                            # in [-1, 1] grid units
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = scale, scale, shift
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images - 1.0, grid, padding_mode="zeros", align_corners=False) + 1.0   # white outside
+
+
 def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_size: int = 64, flip: bool = False,
-                     shard_size: int = 65536, device="cpu", num_workers: int = 0, progress: bool = True) -> Path:
-    """Encode every image of `dataset` ((image in [-1, 1], label) items) into token shards."""
+                     augment: int = 0, shard_size: int = 65536, device="cpu", num_workers: int = 0,
+                     progress: bool = True) -> Path:
+    """Encode every image of `dataset` ((image in [-1, 1], label) items) into token shards: the image, its
+    mirror with `flip`, and `augment` scale/shift views (`shifted_view`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer.to(device).eval()
@@ -50,6 +70,7 @@ def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_si
     for images, labels in tqdm(loader, desc="tokenizing", unit="batch", disable=not progress):
         images = images.to(device)
         views = [images, images.flip(-1)] if flip else [images]
+        views += [shifted_view(images, n_total, k + 1) for k in range(augment)]
         ids = torch.stack([encode_ids(tokenizer, v) for v in views], dim=1)   # (b, V, N)
         if grid is None:
             grid = tokenizer.grid_size(tuple(images.shape[-2:]))
@@ -66,7 +87,8 @@ def tokenize_dataset(tokenizer, dataset, out_dir: str | os.PathLike, *, batch_si
     write_json(out / "meta.json", {
         "format": FORMAT, "num_samples": n_total, "num_tokens": ids.shape[-1], "grid": list(grid),
         "vocab_size": tokenizer.codebook_size, "num_classes": len(classes) or max_label + 1,
-        "classes": classes, "flip": flip, "shards": shards, "tokenizer_config": tokenizer.config.to_dict()})
+        "classes": classes, "flip": flip, "augment": augment, "shards": shards,
+        "tokenizer_config": tokenizer.config.to_dict()})
     return out
 
 
@@ -95,9 +117,9 @@ def _read_shard(root: Path, entry: dict, meta: dict) -> tuple[torch.Tensor, torc
             raise CheckpointError(f"{where}: {name} are {t.dtype}, expected integer ids")
         if t.dim() != dims:
             raise CheckpointError(f"{where}: {name} have shape {tuple(t.shape)}, expected {dims} dimension(s)")
-    if tokens.shape[0] != labels.shape[0] or tokens.shape[-1] != meta["num_tokens"] or tokens.shape[1] not in (1, 2):
+    if tokens.shape[0] != labels.shape[0] or tokens.shape[-1] != meta["num_tokens"] or tokens.shape[1] < 1:
         raise CheckpointError(f"{where}: tokens {tuple(tokens.shape)} and labels {tuple(labels.shape)} do not make "
-                              f"(n, views 1 or 2, {meta['num_tokens']} tokens) and (n,)")
+                              f"(n, views, {meta['num_tokens']} tokens) and (n,)")
     if "count" in entry and entry["count"] != len(labels):
         raise CheckpointError(f"{where}: holds {len(labels)} samples, meta.json says {entry['count']!r}")
     for name, t, top, what in (("tokens", tokens, meta["vocab_size"], "vocab_size"),
