@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 19, next device sessions (not run yet): the richer demo data and its recipe, in calls under 10 minutes.
+#   STAGE=data       bash bench/demo_v2.sh   # CPU: 3 art styles (+ Fluent 3D), finer classes; carry .devdata/demo2
+#   STAGE=tokenizer  bash bench/demo_v2.sh   # GPU: vq-f8-small with the patch-GAN (resumes across calls)
+#   STAGE=generator  bash bench/demo_v2.sh   # GPU: tokenize with --augment, aim-small with --keep-best, the judge
+# Step counts come from the environment so the same script runs as a quick CPU check.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+D=.devdata/demo2; mkdir -p $D; DEV=${DEV:-cuda}; Q="--no-progress"
+LEVEL=${LEVEL:-subcategory}; MIN=${MIN_EMOJI:-30}
+case "${STAGE:-data}" in
+  data)
+    python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent --level $LEVEL --min-emoji $MIN --force ;;
+  tokenizer)
+    python -m mambagen train-tokenizer --data $D/emoji64/train --val-data $D/emoji64/val --out $D/vq \
+      --tokenizer vq-f8-small --image-size 64 --batch-size 128 --steps ${VQ_STEPS:-20000} --lr 2e-4 --warmup 200 \
+      --gan-weight 0.5 --disc-start ${DISC_START:-5000} --disc-layers 2 --ema 0.999 --eval-every 2000 \
+      --ckpt-every 1000 --num-workers 8 --device $DEV $Q $( [ -d $D/vq/checkpoints ] && echo --resume ) ;;
+  generator)
+    for split in train val; do
+      python -m mambagen tokenize --data $D/emoji64/$split --tokenizer $D/vq/tokenizer_ema --out $D/tok-$split \
+        --augment $( [ $split = train ] && echo ${AUGMENT:-3} || echo 0 ) --device $DEV | tail -1
+    done
+    python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $D/vq/tokenizer_ema --out $D/aim \
+      --model aim-small --steps ${GEN_STEPS:-3000} --batch-size 256 --lr 4e-4 --eval-every 100 --keep-best \
+      --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume )
+    python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val --out $D/judge --device $DEV \
+      --epochs ${JUDGE_EPOCHS:-40} | tail -2
+    python -m mambagen sample-many --model $D/aim/best --per-class 40 --out $D/samples --device $DEV $Q | tail -2
+    python -m mambagen judge-samples --judge $D/judge --samples $D/samples/samples.npz --ref $D/emoji64/val \
+      --json $D/judge.json --device $DEV | tail -8 ;;
+esac
