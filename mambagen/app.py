@@ -30,8 +30,9 @@ class Models:
     def get(self, spec: str):
         """(generator, tokenizer, config.json) of `spec` (a directory, 'demo', official:NAME, hf:ORG/REPO)."""
         if spec not in self._loaded:
-            from .checkpoint import Pipeline, load, resolve
-            obj, meta = load(resolve(spec), device=self.device, with_meta=True)
+            from .checkpoint import Pipeline
+            from .sources import load
+            obj, meta = load(spec, device=self.device, with_meta=True)
             if not isinstance(obj, Pipeline):
                 raise ValueError(f"{spec} holds no tokenizer: the app needs a pipeline (generator + tokenizer)")
             from .cli.common import sampling_dtype

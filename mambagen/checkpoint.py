@@ -31,19 +31,9 @@ DEMO_DIR = Path(__file__).resolve().parent / "assets" / "emoji-aim-demo"   # `lo
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """'demo' is the pipeline shipped in the package; 'official:NAME' a released checkpoint of the catalogue
-    (`mambagen.releases`, fetched and converted once); 'hf:ORG/REPO' a Hugging Face repo in our format (or an
-    AiM release); anything else is a path."""
-    text = str(path)
-    if text == "demo":
-        return DEMO_DIR
-    if text.startswith("official:"):
-        from .releases import fetch
-        return fetch(text[len("official:"):])
-    if text.startswith("hf:"):
-        from .hub import resolve_hf
-        return resolve_hf(text[len("hf:"):])
-    return Path(path)
+    """'demo' is the pipeline shipped in the package; anything else is a path (names of released or hub
+    checkpoints are resolved a floor above, in `sources.resolve`)."""
+    return DEMO_DIR if str(path) == "demo" else Path(path)
 
 
 def tokenizer_family(tokenizer: nn.Module) -> str:

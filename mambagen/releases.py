@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .card import write_model_card
 from .io import CheckpointError
 
 AIM_README = "hp-l33/AiM README (Model Zoo)"
@@ -197,7 +198,6 @@ def convert_release(release: Release, weights: Path, tokenizer_file: Path | None
 
     def fill(folder: Path) -> None:
         save_model(model, folder, tokenizer=tokenizer, extra=extra)
-        from .hub import write_model_card
         write_model_card(folder)
 
     out.parent.mkdir(parents=True, exist_ok=True)

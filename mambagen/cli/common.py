@@ -90,7 +90,8 @@ def load_pipeline(args, device, *, registered: bool = False):
 
     --model: 'demo', a checkpoint directory, or (registered=True) a registered size built with random
     weights shaped to the tokenizer (its family's small tokenizer unless --tokenizer names one)."""
-    from ..checkpoint import Pipeline, load, load_tokenizer, resolve
+    from ..checkpoint import Pipeline, load, load_tokenizer
+    from ..sources import resolve
     from ..models.registry import REGISTRY, create_model, family_of_size
     from ..tokenizers import KINDS, create_tokenizer, list_tokenizers
 

@@ -61,4 +61,5 @@ def add_parsers(subparsers) -> None:
 
 def cmd_export(args) -> None:
     from ..hub import export
-    print(f"wrote {export(args.model, args.out)} (push it with: hf upload REPO {args.out})")
+    from ..sources import resolve
+    print(f"wrote {export(resolve(args.model), args.out)} (push it with: hf upload REPO {args.out})")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import resolve
+from ..sources import resolve
 from .common import (FMT, add_model_args, add_run_args, add_sampling_args, class_names, device_of, load_pipeline,
                      parse_classes, precision_name, sampling_from)
 

@@ -16,7 +16,7 @@ SCORES = ("fid", "is", "precision", "recall")
 
 
 def cmd_reproduce(args) -> None:
-    from ..checkpoint import load, resolve
+    from ..sources import load
     from ..io import atomic_path, read_json
     from . import build_parser
 
@@ -27,7 +27,7 @@ def cmd_reproduce(args) -> None:
         with torch.device("meta"):
             meta = {"config": create_model(args.model).config.to_dict()}
     else:
-        meta = load(resolve(args.model), with_meta=True)[1]     # resolves official:NAME once (fetch + convert)
+        meta = load(args.model, with_meta=True)[1]     # resolves official:NAME once (fetch + convert)
     num_classes = meta["config"]["num_classes"]
     if args.num < num_classes:
         raise ValueError(f"--num {args.num} is fewer than the model's {num_classes} classes (one image each at least)")

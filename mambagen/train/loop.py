@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, load_tokenizer, save_model
-from ..hub import write_model_card
+from ..card import write_model_card
 from ..data.tokens import TokenDataset
 from ..io import check_finite, load_safetensors, write_json
 from ..layers.embed import drop_labels
