@@ -35,14 +35,14 @@ class Models:
             obj, meta = load(spec, device=self.device, with_meta=True)
             if not isinstance(obj, Pipeline):
                 raise ValueError(f"{spec} holds no tokenizer: the app needs a pipeline (generator + tokenizer)")
-            from .cli.common import sampling_dtype
-            gen = obj.generator.to(sampling_dtype("auto", self.device))
-            self._loaded[spec] = (gen, obj.tokenizer, meta)
+            from .sample.pipeline import set_precision
+            set_precision(obj.generator, obj.tokenizer, "auto", self.device)
+            self._loaded[spec] = (obj.generator, obj.tokenizer, meta)
         return self._loaded[spec]
 
 
 def class_choices(meta: dict, num_classes: int) -> list[str]:
-    from .cli.common import class_names
+    from .checkpoint import class_names
     names = class_names(meta)
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 

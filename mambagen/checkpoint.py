@@ -167,6 +167,12 @@ def load_model(path: str | os.PathLike, device="cpu", ema: bool = False, verify:
     return _generator_from(path, read_config(path), device, ema, verify)
 
 
+def class_names(meta: dict) -> list[str]:
+    """The class names a config.json records ("classes", or the demo's), else []."""
+    names = meta.get("classes") or (meta.get("demo") or {}).get("classes") or []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 @dataclass
 class Pipeline:
     """A generator and the tokenizer whose ids it models (and its directory's config.json)."""

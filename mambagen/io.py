@@ -65,7 +65,8 @@ def write_error(path: str | os.PathLike, err: BaseException) -> WriteError:
     if full:
         return WriteError(f"cannot write {path}: the disk is full ({free_space(folder)} free in {folder}); "
                           "free some space or choose another output folder")
-    reason = getattr(err, "strerror", None) or str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = str(err).strip()
+    reason = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
     return WriteError(f"cannot write {path}: {reason}")
 
 

@@ -133,29 +133,9 @@ def load_pipeline(args, device, *, registered: bool = False):
         torch.manual_seed(args.seed or 0)
         shape = family_of_size(args.model).fit(tokenizer)
         model, untrained = create_model(args.model, **shape).to(device).eval(), True
-    dtype = sampling_dtype(getattr(args, "precision", "fp32"), device)
-    model = model.to(dtype)
-    from ..tokenizers import kind_of
-    if kind_of(tokenizer).multiscale:     # next-scale sampling runs the quantizer between scales: its dtype;
-        tokenizer.quantize.to(dtype)      # the decoder stays float32
+    from ..sample.pipeline import set_precision
+    set_precision(model, tokenizer, getattr(args, "precision", "fp32"), device)
     return model, tokenizer, meta, untrained
-
-
-def sampling_dtype(precision: str, device) -> torch.dtype:
-    """auto: bfloat16 on CUDA, float32 elsewhere."""
-    if precision == "auto":
-        precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-
-
-def precision_name(model) -> str:
-    return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
-
-
-def class_names(meta: dict) -> list[str]:
-    """The class names a checkpoint records (config.json "classes", or the demo's), else []."""
-    names = meta.get("classes") or (meta.get("demo") or {}).get("classes") or []
-    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def check_positive(args, *names: str) -> None:

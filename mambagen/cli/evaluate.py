@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 
 from ..sources import resolve
-from .common import (FMT, add_model_args, add_run_args, add_sampling_args, class_names, device_of, load_pipeline,
-                     parse_classes, precision_name, sampling_from)
+from ..checkpoint import class_names
+from ..sample.pipeline import precision_name
+from .common import (FMT, add_model_args, add_run_args, add_sampling_args, device_of, load_pipeline, parse_classes,
+                     sampling_from)
 
 
 

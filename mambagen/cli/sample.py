@@ -6,8 +6,9 @@ import time
 
 import torch
 
-from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, check_positive, class_names,
-                     device_of, load_pipeline, parse_classes, sampling_from)
+from ..checkpoint import class_names
+from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, check_positive, device_of,
+                     load_pipeline, parse_classes, sampling_from)
 
 
 # ------------------------------------------------------------------------------------------- sample

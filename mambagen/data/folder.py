@@ -280,7 +280,7 @@ def _index_folder(root: Path, extensions: tuple[str, ...]):
     for i, (_, _, real, direct) in enumerate(found):
         if real not in owner or (direct and not found[owner[real]][3]):
             owner[real] = i
-    samples, per_class = [], {}
+    per_class: dict[int, list[str]] = {}
     for i, (path, label, real, _) in enumerate(found):
         if owner[real] == i:
             per_class.setdefault(label, []).append(path)

@@ -45,6 +45,23 @@ def check_pair(model, tokenizer, grid: bool = False) -> None:
                          + ", ".join(f"{k} {a} != {b}" for k, (a, b) in bad.items()) + hint)
 
 
+def set_precision(model, tokenizer, precision: str, device) -> torch.dtype:
+    """Put a pipeline in its sampling precision, in place: the generator in `precision` (auto: bf16 on CUDA,
+    fp32 elsewhere); a multi-scale tokenizer's quantizer with it (next-scale sampling runs it between
+    scales), its decoder staying float32. Returns the dtype."""
+    if precision == "auto":
+        precision = "bf16" if torch.device(device).type == "cuda" else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+    model.to(dtype)
+    if kind_of(tokenizer).multiscale:
+        tokenizer.quantize.to(dtype)
+    return dtype
+
+
+def precision_name(model) -> str:
+    return "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
+
+
 def _seq(v):
     return v if isinstance(v, (tuple, list)) else (v,)
 

@@ -101,7 +101,10 @@ def claim_run_folder(out: Path, *, resume: bool, overwrite: bool, marks: tuple[s
         if overwrite and not resume:
             for pattern in written:
                 for p in out.glob(pattern):
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
     except BaseException:
         lock.release()
         raise

@@ -323,10 +323,10 @@ def _train(cfg: TrainConfig, info) -> Path:
                     loss_sum += loss.detach() / cfg.grad_accum
                 loss_avg = all_reduce_mean(loss_sum, info)
                 grad_norm = clip_gradients(model.parameters(), cfg.grad_clip)
-                for what, value in (("the loss", loss_avg), ("the gradient norm", grad_norm)):
-                    if not torch.isfinite(value):       # the weights of `step` are bad; older ones may be fine
-                        bar.close()
-                        raise diverged(what, value.item(), step + 1, folders.last_good(step + 1, parameters=params))
+                if not torch.isfinite(loss_avg + grad_norm):   # one sync; the weights of `step` are bad, older may be fine
+                    what, value = ("the loss", loss_avg) if not torch.isfinite(loss_avg) else ("the gradient norm", grad_norm)
+                    bar.close()
+                    raise diverged(what, value.item(), step + 1, folders.last_good(step + 1, parameters=params))
                 lr = lr_at(step, peak_lr, cfg.warmup, cfg.steps, "cosine", cfg.min_lr_ratio)
                 for group in opt.param_groups:
                     group["lr"] = lr

@@ -142,10 +142,12 @@ DIGESTS = "digests.json"   # {file: sha256} of a training checkpoint's files
 
 
 def write_train_state(folder: Path, state: dict) -> None:
-    """The resume state, atomically, then the digest of every file in the checkpoint (verified on resume)."""
+    """The resume state, atomically, then the digest of every file in the checkpoint (verified on resume);
+    the weight files' digests config.json already records are reused, not computed again."""
     with atomic_path(folder / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
-    write_json(folder / DIGESTS, {p.name: file_digest(p) for p in sorted(folder.iterdir())
+    known = (read_json(folder / "config.json").get("files") or {}) if (folder / "config.json").is_file() else {}
+    write_json(folder / DIGESTS, {p.name: known.get(p.name) or file_digest(p) for p in sorted(folder.iterdir())
                                   if p.is_file() and p.suffix in (".pt", ".safetensors")})
 
 
