@@ -1,0 +1,413 @@
+"""Triton: the chunked SSD scan of Mamba2 for training and prefill, forward and backward.
+
+The reference is `layers.ssd_ref.ssd_chunked` (the SSD paper's four steps). Per batch row, head h
+(group g) and chunk of Q steps, with a = dt * A, `acum` its cumulative sum inside the chunk,
+X_s = dt_s x_s, and S_in the state entering the chunk (p x n):
+
+    y_l   = sum_{s <= l} (C_l . B_s) exp(acum_l - acum_s) X_s  +  exp(acum_l) S_in C_l       (y kernel)
+    S_out = exp(acum_end) S_in  +  sum_s exp(acum_end - acum_s) X_s B_s^T                    (state kernels)
+
+The forward is three launches: each chunk's own state, the carry across chunks (a short loop per
+head), then y. Only the scan's inputs and the carried states (b, c + 1, h, p, n) are kept for the
+backward pass, which runs four: the gradient entering each chunk from its outputs
+(G = sum_l exp(acum_l) dy_l C_l^T), the carry backwards (dS_out), then two kernels that visit each
+chunk's (Q x Q) tiles once more, in the two orders:
+
+    dX_s = sum_{l >= s} (B_s . C_l) exp(acum_l - acum_s) dy_l + exp(acum_end - acum_s) dS_out B_s
+    dB_s = sum_{l >= s} (X_s . dy_l) exp(acum_l - acum_s) C_l + exp(acum_end - acum_s) dS_out^T X_s
+    dC_l = sum_{s <= l} (dy_l . X_s) exp(acum_l - acum_s) B_s + exp(acum_l) S_in^T dy_l
+
+and the gradient of the log-decays falls out of the same tiles: d acum_l = C_l . dC_l - B_l . dB_l
+(per head), plus <dS_out, S_out> at the chunk's last step; a reverse cumulative sum gives d a.
+
+The matmul operands go to tensor cores in the input dtype (bf16 under autocast), as in mamba_ssm;
+decays, accumulators, states and y are float32. Float32 inputs use exact float32 products.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_FWD = 64    # rows of a y tile (and of the chunk-state loop)
+BLOCK_BWD = 32    # rows of a backward tile: each program holds dX, dB (or dC) and their sum in registers
+MAX_PARTIALS = 8  # the heads of a group are split over this many programs; their dB / dC partials are summed
+
+
+@triton.jit
+def _dot(a, b, MM: tl.constexpr):
+    """a @ b accumulated in float32; MM 1: bf16 operands, 2: fp16, 0: exact float32."""
+    if MM == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif MM == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+
+
+@triton.jit
+def _decay(acum_rows, acum_cols, rows, cols, LOWER: tl.constexpr):
+    """exp(acum[l] - acum[s]) where l >= s, else 0 (masked before the exp: nothing overflows).
+    LOWER: rows are l, cols are s; otherwise rows are s, cols are l."""
+    if LOWER:
+        keep = rows[:, None] >= cols[None, :]
+        seg = acum_rows[:, None] - acum_cols[None, :]
+    else:
+        keep = cols[None, :] >= rows[:, None]
+        seg = acum_cols[None, :] - acum_rows[:, None]
+    return tl.exp(tl.where(keep, seg, float("-inf")))
+
+
+@triton.jit
+def _chunk_state_kernel(u_ptr, dt_ptr, acum_ptr, v_ptr, out_ptr, L, NC,
+                        H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
+                        FORWARD: tl.constexpr, MM: tl.constexpr,
+                        BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[b, c, h] (p x n) = sum_l w_l u_l^T v_l over one chunk.
+    FORWARD: u = x, v = B, w = dt_l exp(acum_end - acum_l)  (the chunk's own state);
+    else:    u = dy, v = C, w = exp(acum_l)                 (the gradient the chunk's outputs send its S_in)."""
+    bc, h = tl.program_id(0), tl.program_id(1)
+    b, c = bc // NC, bc % NC
+    g = h // (H // G)
+    t0 = (b.to(tl.int64) * L + c * Q)
+    acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
+    acum_end = tl.load(acum_base + Q - 1)
+    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    for l0 in range(0, Q, BLOCK_L):
+        offs_l = l0 + tl.arange(0, BLOCK_L)
+        ml = offs_l < Q
+        acum = tl.load(acum_base + offs_l, mask=ml, other=0.0)
+        if FORWARD:
+            w = tl.load(dt_ptr + (t0 + offs_l) * H + h, mask=ml, other=0.0) * tl.exp(acum_end - acum)
+        else:
+            w = tl.exp(acum)
+        u = tl.load(u_ptr + ((t0 + offs_l[None, :]) * H + h) * P + offs_p[:, None],
+                    mask=ml[None, :] & (offs_p[:, None] < P), other=0.0).to(tl.float32)      # (P, L)
+        v = tl.load(v_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :],
+                    mask=ml[:, None] & (offs_n[None, :] < N), other=0.0)                     # (L, N)
+        acc += _dot(u * w[None, :], v, MM)
+    out = out_ptr + (bc.to(tl.int64) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
+    tl.store(out, acc, mask=(offs_p[:, None] < P) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _carry_kernel(own_ptr, acum_ptr, init_ptr, states_ptr, NC, H: tl.constexpr, Q: tl.constexpr,
+                  PN: tl.constexpr, HAS_INIT: tl.constexpr, BLOCK: tl.constexpr):
+    """states[b, c] = the state entering chunk c, states[b, NC] the final one:
+    S_{c+1} = exp(acum_end[c]) S_c + own[c]."""
+    bh, blk = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    m = offs < PN
+    if HAS_INIT:
+        s = tl.load(init_ptr + bh.to(tl.int64) * PN + offs, mask=m, other=0.0).to(tl.float32)
+    else:
+        s = tl.zeros((BLOCK,), dtype=tl.float32)
+    for c in range(NC):
+        tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + c) * H + h) * PN + offs, s, mask=m)
+        decay = tl.exp(tl.load(acum_ptr + (bh * NC + c) * Q + Q - 1))
+        s = decay * s + tl.load(own_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, mask=m, other=0.0)
+    tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + NC) * H + h) * PN + offs, s, mask=m)
+
+
+@triton.jit
+def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend_ptr, dinit_ptr, NC,
+                      H: tl.constexpr, Q: tl.constexpr, PN: tl.constexpr, HAS_DFINAL: tl.constexpr,
+                      BLOCK: tl.constexpr):
+    """Backwards over chunks: dS_out[c] = dS_in[c + 1]; dS_in[c] = exp(acum_end[c]) dS_out[c] + sent[c].
+    Also d acum_end[c] += <dS_out[c], S_out[c]> (summed over the blocks of a state by atomics)."""
+    bh, blk = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    m = offs < PN
+    if HAS_DFINAL:
+        ds = tl.load(dfinal_ptr + bh.to(tl.int64) * PN + offs, mask=m, other=0.0).to(tl.float32)
+    else:
+        ds = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k in range(NC):
+        c = NC - 1 - k
+        tl.store(dout_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, ds, mask=m)
+        s_out = tl.load(states_ptr + ((b.to(tl.int64) * (NC + 1) + c + 1) * H + h) * PN + offs, mask=m, other=0.0)
+        tl.atomic_add(dend_ptr + bh * NC + c, tl.sum(ds * s_out, axis=0))
+        decay = tl.exp(tl.load(acum_ptr + (bh * NC + c) * Q + Q - 1))
+        ds = decay * ds + tl.load(sent_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, mask=m, other=0.0)
+    tl.store(dinit_ptr + bh.to(tl.int64) * PN + offs, ds, mask=m)
+
+
+@triton.jit
+def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
+              H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
+              MM: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """y for BLOCK_L steps of one chunk and head: the in-chunk causal part, then the entering state's."""
+    bc, h, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c = bc // NC, bc % NC
+    g = h // (H // G)
+    t0 = (b.to(tl.int64) * L + c * Q)
+    acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
+    offs_l = lb * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
+    acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
+    Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
+    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+    for s0 in range(0, (lb + 1) * BLOCK_L, BLOCK_L):
+        offs_s = s0 + tl.arange(0, BLOCK_L)
+        ms = offs_s < Q
+        acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
+        Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+        dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
+        Xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
+                     mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32) * dt_s[:, None]
+        scores = _dot(Cl, tl.trans(Bs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True)     # (L, S)
+        acc += _dot(scores, Xs, MM)
+    S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
+                   mask=mp[None, :] & mn[:, None], other=0.0)                                         # (N, P): S_in^T
+    acc += _dot(Cl, S_in, MM) * tl.exp(acum_l)[:, None]
+    tl.store(y_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :], acc, mask=ml[:, None] & mp[None, :])
+
+
+@triton.jit
+def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
+                      dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
+                      H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
+                      HEADS: tl.constexpr, MM: tl.constexpr,
+                      BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """For BLOCK steps s of one chunk and HEADS heads of a group (anti-causal: every l >= s):
+    dx and the x-part of ddt per head, B . dB per head (for d acum), and the heads' dB summed."""
+    bc, gk, sb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c = bc // NC, bc % NC
+    R: tl.constexpr = H // G
+    SPLITS: tl.constexpr = R // HEADS
+    g, k = gk // SPLITS, gk % SPLITS
+    t0 = (b.to(tl.int64) * L + c * Q)
+    offs_s = sb * BLOCK + tl.arange(0, BLOCK)
+    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    ms, mp, mn = offs_s < Q, offs_p < P, offs_n < N
+    Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+    dB = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+    for j in range(HEADS):
+        h = g * R + k * HEADS + j
+        acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
+        acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
+        acum_end = tl.load(acum_base + Q - 1)
+        dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
+        xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
+                     mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32)
+        Xs = xs * dt_s[:, None]
+        dX = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
+        dBh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+        for l0 in range(sb * BLOCK, Q, BLOCK):
+            offs_l = l0 + tl.arange(0, BLOCK)
+            ml = offs_l < Q
+            acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
+            Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
+            dyl = tl.load(dy_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :],
+                          mask=ml[:, None] & mp[None, :], other=0.0)
+            decay = _decay(acum_s, acum_l, offs_s, offs_l, False)                                   # (S, L)
+            dX += _dot(_dot(Bs, tl.trans(Cl), MM) * decay, dyl, MM)
+            dBh += _dot(_dot(Xs, tl.trans(dyl), MM) * decay, Cl, MM)
+        dS = tl.load(dout_ptr + (((bc.to(tl.int64) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :]),
+                     mask=mp[:, None] & mn[None, :], other=0.0)                                       # (P, N)
+        w = tl.exp(acum_end - acum_s)[:, None]
+        dX += _dot(Bs, tl.trans(dS), MM) * w
+        dBh += _dot(Xs, dS, MM) * w
+        tl.store(dx_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
+                 (dX * dt_s[:, None]).to(dx_ptr.dtype.element_ty), mask=ms[:, None] & mp[None, :])
+        tl.store(ddt_ptr + (t0 + offs_s) * H + h, tl.sum(dX * xs, axis=1), mask=ms)
+        tl.store(rowB_ptr + ((b * H + h) * NC + c) * Q + offs_s, tl.sum(dBh * Bs.to(tl.float32), axis=1), mask=ms)
+        dB += dBh
+    tl.store(dB_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_s[:, None]) * G + g) * N + offs_n[None, :],
+             dB, mask=ms[:, None] & mn[None, :])
+
+
+@triton.jit
+def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC_ptr, rowC_ptr, L, NC,
+                   H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
+                   HEADS: tl.constexpr, MM: tl.constexpr,
+                   BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """For BLOCK steps l of one chunk and HEADS heads of a group (causal: every s <= l):
+    C . dC per head (for d acum), and the heads' dC summed."""
+    bc, gk, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, c = bc // NC, bc % NC
+    R: tl.constexpr = H // G
+    SPLITS: tl.constexpr = R // HEADS
+    g, k = gk // SPLITS, gk % SPLITS
+    t0 = (b.to(tl.int64) * L + c * Q)
+    offs_l = lb * BLOCK + tl.arange(0, BLOCK)
+    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
+    Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
+    dC = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+    for j in range(HEADS):
+        h = g * R + k * HEADS + j
+        acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
+        acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
+        dyl = tl.load(dy_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :],
+                      mask=ml[:, None] & mp[None, :], other=0.0)
+        dCh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
+        for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
+            offs_s = s0 + tl.arange(0, BLOCK)
+            ms = offs_s < Q
+            acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
+            Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+            dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
+            Xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
+                         mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32) * dt_s[:, None]
+            dCh += _dot(_dot(dyl, tl.trans(Xs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True), Bs, MM)
+        S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :],
+                       mask=mp[:, None] & mn[None, :], other=0.0)                                    # (P, N)
+        dCh += _dot(dyl, S_in, MM) * tl.exp(acum_l)[:, None]
+        tl.store(rowC_ptr + ((b * H + h) * NC + c) * Q + offs_l, tl.sum(dCh * Cl.to(tl.float32), axis=1), mask=ml)
+        dC += dCh
+    tl.store(dC_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_l[:, None]) * G + g) * N + offs_n[None, :],
+             dC, mask=ml[:, None] & mn[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# host side: shapes, padding to whole chunks, launches; a custom op so torch.compile keeps it whole
+
+def _mm(dtype: torch.dtype) -> int:
+    return {torch.bfloat16: 1, torch.float16: 2}.get(dtype, 0)
+
+
+def _blocks(Q: int, rows: int, p: int, n: int):
+    return (min(rows, max(16, triton.next_power_of_2(Q))),
+            max(16, triton.next_power_of_2(p)), max(16, triton.next_power_of_2(n)))
+
+
+def _prepare(x, dt, A, B, C, chunk_size: int):
+    """Pad the length to whole chunks (zero steps leave the state unchanged) and take the in-chunk
+    cumulative log-decay acum (b, h, c, Q) in float32."""
+    b, l, h, p = x.shape
+    Q = min(chunk_size, l)
+    pad = -l % Q
+    if pad:
+        x, dt, B, C = (torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+    x, B, C = x.contiguous(), B.contiguous(), C.contiguous()
+    dt = dt.float().contiguous()
+    nc = x.shape[1] // Q
+    acum = (dt * A.float()).view(b, nc, Q, h).cumsum(dim=2).permute(0, 3, 1, 2).contiguous()
+    return x, dt, B, C, acum, Q, nc
+
+
+def _heads_per_program(r: int) -> int:
+    """Heads of a group one backward program visits: r / (the largest divisor of r <= MAX_PARTIALS)."""
+    splits = max(d for d in range(1, min(r, MAX_PARTIALS) + 1) if r % d == 0)
+    return r // splits
+
+
+def _forward(x, dt, A, B, C, initial_state, chunk_size):
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    x, dt, B, C, acum, Q, nc = _prepare(x, dt, A, B, C, chunk_size)
+    L, mm = x.shape[1], _mm(x.dtype)
+    BL, BP, BN = _blocks(Q, BLOCK_FWD, p, n)
+    shape = dict(H=h, G=g, P=p, N=n, Q=Q, MM=mm, BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
+    own = torch.empty(b, nc, h, p, n, device=x.device, dtype=torch.float32)
+    _chunk_state_kernel[(b * nc, h)](x, dt, acum, B, own, L, nc, FORWARD=True, **shape)
+    states = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
+    init = initial_state.contiguous() if initial_state is not None else own
+    _carry_kernel[(b * h, triton.cdiv(p * n, 1024))](own, acum, init, states, nc, H=h, Q=Q, PN=p * n,
+                                                    HAS_INIT=initial_state is not None, BLOCK=1024)
+    y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
+    _y_kernel[(b * nc, h, triton.cdiv(Q, BL))](x, dt, acum, B, C, states, y, L, nc, **shape)
+    return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(), states
+
+
+def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    x_dtype, B_dtype = x.dtype, B.dtype
+    x, dt, B, C, acum, Q, nc = _prepare(x, dt, A, B, C, chunk_size)
+    L, mm = x.shape[1], _mm(x.dtype)
+    dy = torch.nn.functional.pad(dy, (0, 0, 0, 0, 0, L - l)).contiguous() if L != l else dy.contiguous()
+    dev, f32 = x.device, torch.float32
+    BL, BP, BN = _blocks(Q, BLOCK_FWD, p, n)
+    sent = torch.empty(b, nc, h, p, n, device=dev, dtype=f32)
+    _chunk_state_kernel[(b * nc, h)](dy, dt, acum, C, sent, L, nc, H=h, G=g, P=p, N=n, Q=Q, FORWARD=False, MM=mm,
+                                     BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
+    dout = torch.empty_like(sent)
+    dend = torch.zeros(b, h, nc, device=dev, dtype=f32)
+    dinit = torch.empty(b, h, p, n, device=dev, dtype=f32)
+    _carry_bwd_kernel[(b * h, triton.cdiv(p * n, 1024))](
+        sent, acum, states, dfinal.contiguous() if dfinal is not None else sent, dout, dend, dinit, nc,
+        H=h, Q=Q, PN=p * n, HAS_DFINAL=dfinal is not None, BLOCK=1024)
+
+    heads = _heads_per_program(h // g)
+    splits = h // g // heads
+    BS, _, _ = _blocks(Q, BLOCK_BWD, p, n)
+    shape = dict(H=h, G=g, P=p, N=n, Q=Q, HEADS=heads, MM=mm, BLOCK=BS, BLOCK_P=BP, BLOCK_N=BN)
+    grid = (b * nc, g * splits, triton.cdiv(Q, BS))
+    dx = torch.empty_like(x)
+    ddt = torch.empty(b, L, h, device=dev, dtype=f32)
+    dB = torch.empty(splits, b * nc, Q, g, n, device=dev, dtype=f32)
+    rowB = torch.empty(b, h, nc, Q, device=dev, dtype=f32)
+    _bwd_dx_db_kernel[grid](x, dt, acum, B, C, dy, dout, dx, ddt, dB, rowB, L, nc, **shape)
+    dC = torch.empty_like(dB)
+    rowC = torch.empty_like(rowB)
+    _bwd_dc_kernel[grid](x, dt, acum, B, C, dy, states, dC, rowC, L, nc, **shape)
+
+    # d acum -> d a (reverse cumulative sum inside each chunk) -> dt and A
+    dacum = rowC - rowB
+    dacum[..., -1] += dend
+    da = dacum.flip(-1).cumsum(-1).flip(-1).permute(0, 2, 3, 1).reshape(b, L, h)
+    ddt = ddt + da * A.float()
+    dA = (da * dt).sum(dim=(0, 1))
+    dB, dC = (t.sum(0).view(b, L, g, n)[:, :l].to(B_dtype) for t in (dB, dC))
+    return dx[:, :l].to(x_dtype), ddt[:, :l], dA.to(A.dtype), dB, dC, dinit
+
+
+@torch.library.custom_op("mambagen::ssd_scan", mutates_args=())
+def _scan_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             initial_state: torch.Tensor | None, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(x, dt, A, B, C, initial_state, chunk_size)
+
+
+@_scan_op.register_fake
+def _(x, dt, A, B, C, initial_state, chunk_size):
+    b, l, h, p = x.shape
+    n = B.shape[-1]
+    nc = -(-l // min(chunk_size, l))
+    return (x.new_empty(b, l, h, p, dtype=torch.float32), x.new_empty(b, h, p, n, dtype=torch.float32),
+            x.new_empty(b, nc + 1, h, p, n, dtype=torch.float32))
+
+
+@torch.library.custom_op("mambagen::ssd_scan_backward", mutates_args=())
+def _scan_backward_op(dy: torch.Tensor, dfinal: torch.Tensor | None, x: torch.Tensor, dt: torch.Tensor,
+                      A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, states: torch.Tensor,
+                      chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                torch.Tensor, torch.Tensor]:
+    return _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size)
+
+
+@_scan_backward_op.register_fake
+def _(dy, dfinal, x, dt, A, B, C, states, chunk_size):
+    b, l, h, p = x.shape
+    return (torch.empty_like(x), torch.empty_like(dt, dtype=torch.float32), torch.empty_like(A),
+            torch.empty_like(B), torch.empty_like(C), x.new_empty(b, h, p, B.shape[-1], dtype=torch.float32))
+
+
+def _setup(ctx, inputs, output):
+    x, dt, A, B, C, initial_state, chunk_size = inputs
+    ctx.save_for_backward(x, dt, A, B, C, output[2])
+    ctx.chunk_size, ctx.init_dtype = chunk_size, None if initial_state is None else initial_state.dtype
+
+
+def _grad(ctx, dy, dfinal, _dstates):
+    x, dt, A, B, C, states = ctx.saved_tensors
+    dx, ddt, dA, dB, dC, dinit = _scan_backward_op(dy, dfinal, x, dt, A, B, C, states, ctx.chunk_size)
+    return (dx, ddt.to(dt.dtype), dA, dB, dC,
+            None if ctx.init_dtype is None else dinit.to(ctx.init_dtype), None)
+
+
+_scan_op.register_autograd(_grad, setup_context=_setup)
+
+
+def ssd_chunked_triton(x, dt, A, B, C, chunk_size: int, initial_state=None):
+    """`ssd_ref.ssd_chunked` on Triton: x (b, l, h, p), dt (b, l, h) softplus'd, A (h,), B/C (b, l, g, n)
+    -> y (b, l, h, p) float32, final state (b, h, p, n) float32. Differentiable in every input."""
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"the Triton scan takes float32, bf16 or fp16 inputs, not {x.dtype}")
+    y, final, _ = _scan_op(x, dt, A, B, C, initial_state, int(chunk_size))
+    return y, final
