@@ -134,9 +134,12 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32, image_size).train()
-    from .layers.mamba2 import set_scan_chunk, set_scan_impl
+    from .layers.mamba2 import Mamba2, set_scan_chunk, set_scan_impl
     set_scan_chunk(model, scan_chunk)
     set_scan_impl(model, scan)
+    with torch.enable_grad():   # the scan a training forward of this length takes (what "auto" resolves to)
+        scan_fn = ", ".join(sorted({m._scan(model.config.num_tokens).__name__
+                                    for m in model.modules() if isinstance(m, Mamba2)})) or None
     if checkpointing:
         from .train.memory import checkpoint_blocks
         checkpoint_blocks(model)
@@ -167,7 +170,7 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     tps = batch * N / spt
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
     return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
-            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_chunk": scan_chunk,
+            "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_fn": scan_fn, "scan_chunk": scan_chunk,
             "image_size": image_size, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
             "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
@@ -252,7 +255,7 @@ def to_markdown(records: list[dict], meta: dict) -> str:
         lines += ["", "| training | batch x tokens | precision | compiled | checkpointing | Mamba2 scan | s/step | tokens/s "
                   "| MFU | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch']} x {r['tokens_per_sample']} | {r['precision']} | {r['compiled']} | "
-                  f"{r.get('checkpointing', False)} | {r.get('scan', 'reference')}, chunk {r.get('scan_chunk', 64)} | "
+                  f"{r.get('checkpointing', False)} | {r.get('scan_fn') or r.get('scan', 'reference')}, chunk {r.get('scan_chunk', 64)} | "
                   f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | "
                   f"{(r['mfu'] or 0) * 100:.1f}% | {r['peak_gib'] or 0:.1f} |" for r in tr]
     return "\n".join(lines) + "\n"
@@ -284,12 +287,13 @@ def run_bench(args) -> Path:
                       repeat=args.repeat, image_size=size) for size in sizes for b in args.batch]
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
-    for spec in args.train:   # MODEL[:compile][:ckpt][:ref][:chunkN]
+    scans = {"ref": "reference", "torchscan": "fast", "triton": "triton"}
+    for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:chunkN]
         name, *opts = spec.split(":")
         chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
         jobs += [dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
                       repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
-                      scan="reference" if "ref" in opts else "auto", scan_chunk=chunk, image_size=size)
+                      scan=next((scans[o] for o in opts if o in scans), "auto"), scan_chunk=chunk, image_size=size)
                  for size in sizes]
     records, errors = [], []
     for job in jobs:

@@ -54,7 +54,7 @@ def test_mixer_scan_impls_agree_forward_and_backward():
     for a, b in zip(outs[1][1], outs[0][1]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="scan implementation"):
-        set_scan_impl(m, "triton")
+        set_scan_impl(m, "cuda")
 
 
 def test_inference_scan_choice_and_continuation_from_a_cache():

@@ -23,6 +23,7 @@ ssm_step_inplace = _optional("mambagen.kernels.ssm_step", "ssm_step_inplace")
 mamba2_step_fused = _optional("mambagen.kernels.mamba2_step", "mamba2_step_fused")
 skinny_linear = _optional("mambagen.kernels.skinny_linear", "skinny_linear")
 residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_norm_modulate")
+ssd_chunked_triton = _optional("mambagen.kernels.ssd_scan", "ssd_chunked_triton")
 
 
 def triton_available() -> bool:
@@ -31,7 +32,8 @@ def triton_available() -> bool:
 
 
 KERNELS = ("mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
-           "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate")
+           "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate",
+           "ssd_chunked_triton")
 
 
 def available() -> dict[str, bool]:

@@ -10,8 +10,8 @@ when given a cache: M-VAR carries the state across scales this way); `step`
 runs one token. Both read and update an explicit, preallocated `Mamba2Cache`.
 A cache allocated with `paired_conv=True` makes `step` run everything between the
 two projections as one fused Triton kernel (`kernels/mamba2_step.py`, CUDA decoding).
-The scan itself lives in `ssd_ref` (the spec); fast kernels, when installed,
-are used by `fast=True` callers only after tests show they agree.
+The scan itself lives in `ssd_ref` (the spec); on CUDA, training and long prefills run it
+through our Triton kernels (`kernels/ssd_scan.py`), tested against the spec.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class Mamba2Cache:
         self.ssm.zero_()
 
 
-COMPILED_MIN_LEN = 64   # scan_impl "compiled": shorter inputs run eagerly
+COMPILED_MIN_LEN = 64   # scan_impl "compiled": shorter inputs run eagerly; "auto": shorter prefills use the reference
+SCAN_IMPLS = ("auto", "reference", "triton", "fast", "compiled")
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -177,19 +178,29 @@ class Mamba2(nn.Module):
         return out if b is None else out + b.to(xBC_t.dtype)[:, None]
 
     def _scan(self, length: int):
-        """The scan for an input of `length` tokens, by `scan_impl`. "auto": the compiled tensor-core
-        scan for CUDA training (a graph for the backward pass is being built; its intermediates are
-        recomputed there); the reference for everything else (CPU, prefill and decoding, CUDA-graph capture).
-        Without a backward pass (M-VAR's graphed sampler opts in): "fast" runs the same tensor-core
-        formulation eagerly; "compiled" compiles it for inputs of COMPILED_MIN_LEN tokens or more (one
-        compilation per length, so a few) and runs shorter ones eagerly, where compiling gains little."""
+        """The scan for an input of `length` tokens, by `scan_impl`. "auto" on CUDA (outside graph capture):
+        our Triton scan (`kernels/ssd_scan.py`) for training, and for prefills of COMPILED_MIN_LEN tokens
+        or more; without Triton, the compiled tensor-core scan for training (its intermediates recomputed
+        in the backward pass). The reference everywhere else (CPU, short prefills and decoding, capture).
+        Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled and recomputed when a
+        backward graph is built, eager without); "compiled" compiles it for inputs of COMPILED_MIN_LEN
+        tokens or more (one compilation per length) and runs shorter ones eagerly."""
         impl = self.scan_impl
+        triton_scan = kernels.ssd_chunked_triton
         if impl == "auto":
-            cuda_training = (self.in_proj.weight.is_cuda and torch.is_grad_enabled()
-                             and not torch.cuda.is_current_stream_capturing())
-            impl = "fast" if cuda_training else "reference"
+            cuda = self.in_proj.weight.is_cuda and not torch.cuda.is_current_stream_capturing()
+            if cuda and torch.is_grad_enabled():
+                impl = "triton" if triton_scan is not None else "fast"
+            elif cuda and triton_scan is not None and length >= COMPILED_MIN_LEN:
+                impl = "triton"
+            else:
+                impl = "reference"
         if impl == "reference":
             return ssd_chunked
+        if impl == "triton":
+            if triton_scan is None:
+                raise RuntimeError("scan_impl 'triton' needs Triton (pip install triton) and a GPU")
+            return triton_scan
         if torch.is_grad_enabled():
             return ssd_chunked_recomputed
         return ssd_chunked_compiled if impl == "compiled" and length >= COMPILED_MIN_LEN else ssd_chunked_fast
@@ -238,10 +249,10 @@ class Mamba2(nn.Module):
 
 
 def set_scan_impl(model: nn.Module, impl: str) -> None:
-    """Pick the scan of every Mamba2 in `model`: "auto" (default), "reference", "fast" or "compiled"
-    (see `Mamba2._scan`)."""
-    if impl not in ("auto", "reference", "fast", "compiled"):
-        raise ValueError(f"scan implementation must be auto, reference, fast or compiled, not {impl!r}")
+    """Pick the scan of every Mamba2 in `model`: "auto" (default), "reference", "triton", "fast" or
+    "compiled" (see `Mamba2._scan`)."""
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"scan implementation must be one of {', '.join(SCAN_IMPLS)}, not {impl!r}")
     for m in model.modules():
         if isinstance(m, Mamba2):
             m.scan_impl = impl
