@@ -114,6 +114,69 @@ def check_scan():
     return {"model": "ssd_chunked_compiled (training scan)", "checks": out}
 
 
+def check_triton_scan():
+    """Our Triton SSD scan (training, long prefills) against the reference: values, final state and the
+    gradients of every input on AiM-L-shaped layers (chunk 128 and 256, with an entering state), float32
+    vs float64 and bf16 operands vs float32; then an AiM-B training step under bf16 autocast (eager and
+    the whole model compiled) against the reference scan, and an AiM-B fp32 prefill of 200 tokens."""
+    from mambagen.layers.mamba2 import set_scan_chunk, set_scan_impl
+    from mambagen.kernels.ssd_scan import ssd_chunked_triton
+    from mambagen.layers.ssd_ref import ssd_chunked
+    rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
+    torch.manual_seed(0)
+    out = []
+    for b, l, chunk in ((8, 256, 128), (8, 256, 256), (2, 1000, 128)):
+        h, p, n = 32, 64, 128
+        x, B, C = (torch.randn(b, l, h, p, device="cuda"), torch.randn(b, l, 1, n, device="cuda"),
+                   torch.randn(b, l, 1, n, device="cuda"))
+        dt = torch.nn.functional.softplus(torch.randn(b, l, h, device="cuda") - 3)
+        A = -torch.rand(h, device="cuda") * 15 - 1
+        s0 = torch.randn(b, h, p, n, device="cuda") * 0.1
+        for dtype, ref_dtype in ((torch.float32, torch.float64), (torch.bfloat16, torch.float32)):
+            ins = [x.to(dtype), dt, A, B.to(dtype), C.to(dtype), s0]
+            ins = [t.clone().requires_grad_() for t in ins]
+            y, s = ssd_chunked_triton(*ins[:5], chunk, initial_state=ins[5])
+            g = torch.autograd.grad(y.square().sum() + s.square().sum(), ins)
+            ref_ins = [t.detach().to(ref_dtype).requires_grad_() for t in ins]
+            y_r, s_r = ssd_chunked(*ref_ins[:5], chunk, initial_state=ref_ins[5])
+            g_r = torch.autograd.grad(y_r.square().sum() + s_r.square().sum(), ref_ins)
+            out.append({"shape": [b, l, h, p, n], "chunk": chunk, "operands": str(dtype), "reference": str(ref_dtype),
+                        "y_rel_err": rel(y, y_r), "state_rel_err": rel(s, s_r),
+                        "grad_rel_err": dict(zip("x dt A B C s0".split(), (rel(a, c) for a, c in zip(g, g_r))))})
+    model = mambagen.create_model("aim-b").cuda().train()
+    set_scan_chunk(model, 128)
+    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
+    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
+    results = {}
+    for impl, compiled in (("reference", False), ("triton", False), ("auto", True)):
+        set_scan_impl(model, impl)
+        torch.manual_seed(1)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = (torch.compile(model) if compiled else model)(tokens, labels)
+        model.zero_grad()
+        loss.backward()
+        results[impl] = (loss.item(), torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None]))
+    for impl in ("triton", "auto"):
+        out.append({"model": "aim-b train step, bf16 autocast" + (", compiled model" if impl == "auto" else ""),
+                    "scan": "triton", "loss_reference": results["reference"][0], "loss": results[impl][0],
+                    "grad_rel_err": rel(results[impl][1], results["reference"][1])})
+    model.eval()
+    with torch.no_grad():   # the prefill of a long prefix (an edit keeping 200 tokens): auto -> Triton
+        for q in model.parameters():   # adaLN-zero init would make every block an identity: perturb
+            q.add_(torch.randn_like(q) * 0.02)
+        logits, states = [], []
+        for impl in ("reference", "auto"):
+            set_scan_impl(model, impl)
+            cache = model.allocate_cache(8)
+            lg = model.prefill(labels, cache, tokens[:, :200])
+            logits.append(torch.stack([lg] + [model.step(tokens[:, 200 + i], cache, 200 + i) for i in range(8)], 1))
+            states.append(cache.layers[-1].ssm.clone())
+    out.append({"model": "aim-b prefill of 200 tokens then 8 steps, fp32", "logits_rel_err": rel(logits[1], logits[0]),
+                "last_layer_state_rel_err": rel(states[1], states[0]),
+                "argmax_equal": int((logits[1].argmax(-1) == logits[0].argmax(-1)).sum()), "argmax_total": 8 * 9})
+    return {"model": "ssd_chunked_triton (our Triton training scan)", "checks": out}
+
+
 @torch.no_grad()
 def check_whole_graph(name, batch=4):
     """VAR / M-VAR / ARPG, greedy: the eager call captured as one CUDA graph (nothing compiled), and the
@@ -190,7 +253,8 @@ if __name__ == "__main__":
     torch.backends.cudnn.allow_tf32 = False
     import subprocess
     if len(sys.argv) > 2 and sys.argv[2] == "--one":   # one model per process: a failed capture stays there
-        special = {"ssm-kernel": check_ssm_kernel, "scan": check_scan, "fused-step": check_fused_step}
+        special = {"ssm-kernel": check_ssm_kernel, "scan": check_scan, "fused-step": check_fused_step,
+                   "triton-scan": check_triton_scan}
         if sys.argv[3] in special:
             json.dump(special[sys.argv[3]](), open(sys.argv[1], "w"))
             sys.exit(0)

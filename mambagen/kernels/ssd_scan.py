@@ -25,13 +25,25 @@ decays, accumulators, states and y are float32. Float32 inputs use exact float32
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
-BLOCK_FWD = 64    # rows of a y tile (and of the chunk-state loop)
-BLOCK_BWD = 32    # rows of a backward tile: each program holds dX, dB (or dC) and their sum in registers
+BLOCK_STATE = 64  # rows of the chunk-state loop
 MAX_PARTIALS = 8  # the heads of a group are split over this many programs; their dB / dC partials are summed
+
+
+def _tuned(rows: tuple[int, ...], key: list[str]):
+    """Autotune the tile rows (BLOCK) and launch shape of a tile kernel on a GPU, once per `key`; in
+    Triton's interpreter (CPU tests) run the first setting only."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        configs = [triton.Config({"BLOCK": rows[0]}, num_warps=4)]
+    else:
+        configs = [triton.Config({"BLOCK": r}, num_warps=w, num_stages=s)
+                   for r in rows for w in (4, 8) for s in (2, 3)]
+    return triton.autotune(configs=configs, key=key)
 
 
 @triton.jit
@@ -135,24 +147,25 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     tl.store(dinit_ptr + bh.to(tl.int64) * PN + offs, ds, mask=m)
 
 
+@_tuned((64, 32), key=["H", "G", "P", "N", "Q", "MM"])
 @triton.jit
 def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
               H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
-              MM: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
-    """y for BLOCK_L steps of one chunk and head: the in-chunk causal part, then the entering state's."""
+              MM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
+    """y for BLOCK steps of one chunk and head: the in-chunk causal part, then the entering state's."""
     bc, h, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, c = bc // NC, bc % NC
     g = h // (H // G)
     t0 = (b.to(tl.int64) * L + c * Q)
     acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
-    offs_l = lb * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_l = lb * BLOCK + tl.arange(0, BLOCK)
     offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
     acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
     Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
-    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
-    for s0 in range(0, (lb + 1) * BLOCK_L, BLOCK_L):
-        offs_s = s0 + tl.arange(0, BLOCK_L)
+    acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
+    for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
+        offs_s = s0 + tl.arange(0, BLOCK)
         ms = offs_s < Q
         acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
         Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
@@ -167,12 +180,13 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     tl.store(y_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :], acc, mask=ml[:, None] & mp[None, :])
 
 
+@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
                       dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
                       H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                       HEADS: tl.constexpr, MM: tl.constexpr,
-                      BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """For BLOCK steps s of one chunk and HEADS heads of a group (anti-causal: every l >= s):
     dx and the x-part of ddt per head, B . dB per head (for d acum), and the heads' dB summed."""
     bc, gk, sb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -221,11 +235,12 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
              dB, mask=ms[:, None] & mn[None, :])
 
 
+@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC_ptr, rowC_ptr, L, NC,
                    H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                    HEADS: tl.constexpr, MM: tl.constexpr,
-                   BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+                   BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """For BLOCK steps l of one chunk and HEADS heads of a group (causal: every s <= l):
     C . dC per head (for d acum), and the heads' dC summed."""
     bc, gk, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -271,9 +286,15 @@ def _mm(dtype: torch.dtype) -> int:
     return {torch.bfloat16: 1, torch.float16: 2}.get(dtype, 0)
 
 
-def _blocks(Q: int, rows: int, p: int, n: int):
-    return (min(rows, max(16, triton.next_power_of_2(Q))),
+def _blocks(Q: int, p: int, n: int):
+    """Rows of the chunk-state loop, and the padded head and state widths (tl.dot needs >= 16)."""
+    return (min(BLOCK_STATE, max(16, triton.next_power_of_2(Q))),
             max(16, triton.next_power_of_2(p)), max(16, triton.next_power_of_2(n)))
+
+
+def _row_blocks(Q: int):
+    """A launch grid's last axis: the tiles of rows of one chunk, for the tuned BLOCK."""
+    return lambda meta: triton.cdiv(Q, meta["BLOCK"])
 
 
 def _prepare(x, dt, A, B, C, chunk_size: int):
@@ -302,16 +323,17 @@ def _forward(x, dt, A, B, C, initial_state, chunk_size):
     g, n = B.shape[-2:]
     x, dt, B, C, acum, Q, nc = _prepare(x, dt, A, B, C, chunk_size)
     L, mm = x.shape[1], _mm(x.dtype)
-    BL, BP, BN = _blocks(Q, BLOCK_FWD, p, n)
-    shape = dict(H=h, G=g, P=p, N=n, Q=Q, MM=mm, BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
+    BL, BP, BN = _blocks(Q, p, n)
+    shape = dict(H=h, G=g, P=p, N=n, Q=Q, MM=mm, BLOCK_P=BP, BLOCK_N=BN)
     own = torch.empty(b, nc, h, p, n, device=x.device, dtype=torch.float32)
-    _chunk_state_kernel[(b * nc, h)](x, dt, acum, B, own, L, nc, FORWARD=True, **shape)
+    _chunk_state_kernel[(b * nc, h)](x, dt, acum, B, own, L, nc, FORWARD=True, BLOCK_L=BL, **shape)
     states = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
     init = initial_state.contiguous() if initial_state is not None else own
     _carry_kernel[(b * h, triton.cdiv(p * n, 1024))](own, acum, init, states, nc, H=h, Q=Q, PN=p * n,
                                                     HAS_INIT=initial_state is not None, BLOCK=1024)
     y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
-    _y_kernel[(b * nc, h, triton.cdiv(Q, BL))](x, dt, acum, B, C, states, y, L, nc, **shape)
+    rows = _row_blocks(Q)
+    _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, dt, acum, B, C, states, y, L, nc, **shape)
     return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(), states
 
 
@@ -323,7 +345,7 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     L, mm = x.shape[1], _mm(x.dtype)
     dy = torch.nn.functional.pad(dy, (0, 0, 0, 0, 0, L - l)).contiguous() if L != l else dy.contiguous()
     dev, f32 = x.device, torch.float32
-    BL, BP, BN = _blocks(Q, BLOCK_FWD, p, n)
+    BL, BP, BN = _blocks(Q, p, n)
     sent = torch.empty(b, nc, h, p, n, device=dev, dtype=f32)
     _chunk_state_kernel[(b * nc, h)](dy, dt, acum, C, sent, L, nc, H=h, G=g, P=p, N=n, Q=Q, FORWARD=False, MM=mm,
                                      BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
@@ -336,9 +358,9 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
 
     heads = _heads_per_program(h // g)
     splits = h // g // heads
-    BS, _, _ = _blocks(Q, BLOCK_BWD, p, n)
-    shape = dict(H=h, G=g, P=p, N=n, Q=Q, HEADS=heads, MM=mm, BLOCK=BS, BLOCK_P=BP, BLOCK_N=BN)
-    grid = (b * nc, g * splits, triton.cdiv(Q, BS))
+    shape = dict(H=h, G=g, P=p, N=n, Q=Q, HEADS=heads, MM=mm, BLOCK_P=BP, BLOCK_N=BN)
+    rows = _row_blocks(Q)
+    grid = lambda meta: (b * nc, g * splits, rows(meta))
     dx = torch.empty_like(x)
     ddt = torch.empty(b, L, h, device=dev, dtype=f32)
     dB = torch.empty(splits, b * nc, Q, g, n, device=dev, dtype=f32)
