@@ -13,7 +13,13 @@ from mambagen.kernels.ssd_scan import ssd_chunked_triton  # noqa: E402
 from mambagen.layers.mamba2 import Mamba2, set_scan_impl  # noqa: E402
 from mambagen.layers.ssd_ref import ssd_chunked  # noqa: E402
 
-from test_mamba2 import _inputs  # noqa: E402
+from test_mamba2 import _inputs as _cpu_inputs  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"   # the interpreter on CPU, the kernels on a GPU
+
+
+def _inputs(**kw):
+    return [t.to(DEVICE) for t in _cpu_inputs(**kw)]
 
 
 def _rel(a, b):
@@ -33,7 +39,7 @@ def test_triton_scan_equals_reference_with_gradients(l, chunk, h, g, with_state,
     ref_in = [t.requires_grad_() for t in (x, dt, A, B, C, s0) if t is not None]
     ours_in = [t.detach().float().requires_grad_() for t in ref_in]
     gen = torch.Generator().manual_seed(1)
-    wy, ws = torch.randn(2, l, h, 16, generator=gen, dtype=torch.float64), torch.randn(2, h, 16, 16, generator=gen, dtype=torch.float64)
+    wy, ws = (torch.randn(*shape, generator=gen, dtype=torch.float64).to(DEVICE) for shape in ((2, l, h, 16), (2, h, 16, 16)))
 
     def loss(scan, inputs):
         y, s = scan(*inputs[:5], chunk, initial_state=inputs[5] if with_state else None)
@@ -70,8 +76,8 @@ def test_triton_scan_in_half_precision_stays_close_to_float32_reference(half):
 def test_mixer_on_the_triton_scan_equals_the_reference_mixer():
     """A whole Mamba2 forward and backward (every parameter's gradient) with scan_impl="triton"."""
     torch.manual_seed(0)
-    m = Mamba2(d_model=32, d_state=16, headdim=16, ngroups=2, chunk_size=16)
-    u = torch.randn(2, 21, 32)
+    m = Mamba2(d_model=32, d_state=16, headdim=16, ngroups=2, chunk_size=16).to(DEVICE)
+    u = torch.randn(2, 21, 32).to(DEVICE)
     outs = []
     for impl in ("reference", "triton"):
         set_scan_impl(m, impl)
@@ -85,7 +91,15 @@ def test_mixer_on_the_triton_scan_equals_the_reference_mixer():
 
 
 def test_custom_op_registration_is_consistent():
-    """torch.library's own checks: fake shapes match the real op, autograd is registered, no aliasing."""
+    """torch.library's own checks: fake shapes and strides match the real ops, autograd is registered, no
+    aliasing; on inputs laid out as the mixer passes them (views of one in_proj output) and a padded length."""
     x, dt, A, B, C, s0 = (t.float() for t in _inputs(b=1, l=20, h=2, p=16, g=1, n=16))
-    torch.library.opcheck(ssd_scan._scan_op, (x, dt, A, B, C, s0, 16),
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    # (b, l, h*p + 2*g*n) channels-first underneath, as the mixer's conv output
+    xBC = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1).transpose(1, 2).contiguous().transpose(1, 2)
+    x, B, C = (t.unflatten(-1, shape) for t, shape in zip(xBC.split([32, 16, 16], dim=-1), ((2, 16), (1, 16), (1, 16))))
+    assert not x.is_contiguous()
+    checks = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(ssd_scan._scan_op, (x, dt, A, B, C, s0, 16), test_utils=checks)
+    y, final, states = ssd_scan._scan_op(x, dt, A, B, C, s0, 16)
+    torch.library.opcheck(ssd_scan._scan_backward_op, (torch.randn_like(y), torch.randn_like(final), x, dt, A, B, C,
+                                                       states, 16), test_utils=("test_schema", "test_faketensor"))

@@ -35,15 +35,11 @@ BLOCK_STATE = 64  # rows of the chunk-state loop
 MAX_PARTIALS = 8  # the heads of a group are split over this many programs; their dB / dC partials are summed
 
 
-def _tuned(rows: tuple[int, ...], key: list[str]):
-    """Autotune the tile rows (BLOCK) and launch shape of a tile kernel on a GPU, once per `key`; in
-    Triton's interpreter (CPU tests) run the first setting only."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        configs = [triton.Config({"BLOCK": rows[0]}, num_warps=4)]
-    else:
-        configs = [triton.Config({"BLOCK": r}, num_warps=w, num_stages=s)
-                   for r in rows for w in (4, 8) for s in (2, 3)]
-    return triton.autotune(configs=configs, key=key)
+def _tuned(rows: int, key: list[str]):
+    """Tiles of `rows` rows (BLOCK); on a GPU the warps per program are tuned once per `key` (two
+    settings: each one compiles, so a longer list costs seconds per new shape); one in the interpreter."""
+    warps = (4,) if os.environ.get("TRITON_INTERPRET") == "1" else (4, 8)
+    return triton.autotune(configs=[triton.Config({"BLOCK": rows}, num_warps=w, num_stages=2) for w in warps], key=key)
 
 
 @triton.jit
@@ -147,7 +143,7 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     tl.store(dinit_ptr + bh.to(tl.int64) * PN + offs, ds, mask=m)
 
 
-@_tuned((64, 32), key=["H", "G", "P", "N", "Q", "MM"])
+@_tuned(64, key=["H", "G", "P", "N", "Q", "MM"])
 @triton.jit
 def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
               H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
@@ -180,7 +176,7 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     tl.store(y_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :], acc, mask=ml[:, None] & mp[None, :])
 
 
-@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned(32, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
                       dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
@@ -235,7 +231,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
              dB, mask=ms[:, None] & mn[None, :])
 
 
-@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned(32, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC_ptr, rowC_ptr, L, NC,
                    H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
@@ -334,7 +330,7 @@ def _forward(x, dt, A, B, C, initial_state, chunk_size):
     y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
     rows = _row_blocks(Q)
     _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, dt, acum, B, C, states, y, L, nc, **shape)
-    return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(), states
+    return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(memory_format=torch.contiguous_format), states
 
 
 def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
@@ -376,8 +372,9 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     da = dacum.flip(-1).cumsum(-1).flip(-1).permute(0, 2, 3, 1).reshape(b, L, h)
     ddt = ddt + da * A.float()
     dA = (da * dt).sum(dim=(0, 1))
-    dB, dC = (t.sum(0).view(b, L, g, n)[:, :l].to(B_dtype) for t in (dB, dC))
-    return dx[:, :l].to(x_dtype), ddt[:, :l], dA.to(A.dtype), dB, dC, dinit
+    dB, dC = (t.sum(0).view(b, L, g, n)[:, :l].to(B_dtype).contiguous() for t in (dB, dC))
+    # contiguous outputs, as the fake kernel declares them (a compiled graph checks the strides)
+    return dx[:, :l].to(x_dtype).contiguous(), ddt[:, :l].contiguous(), dA.to(A.dtype), dB, dC, dinit
 
 
 @torch.library.custom_op("mambagen::ssd_scan", mutates_args=())
@@ -406,8 +403,8 @@ def _scan_backward_op(dy: torch.Tensor, dfinal: torch.Tensor | None, x: torch.Te
 @_scan_backward_op.register_fake
 def _(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     b, l, h, p = x.shape
-    return (torch.empty_like(x), torch.empty_like(dt, dtype=torch.float32), torch.empty_like(A),
-            torch.empty_like(B), torch.empty_like(C), x.new_empty(b, h, p, B.shape[-1], dtype=torch.float32))
+    return (x.new_empty(x.shape), dt.new_empty(dt.shape, dtype=torch.float32), A.new_empty(A.shape),
+            B.new_empty(B.shape), C.new_empty(C.shape), x.new_empty(b, h, p, B.shape[-1], dtype=torch.float32))
 
 
 def _setup(ctx, inputs, output):
