@@ -134,12 +134,12 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32, image_size).train()
-    from .layers.mamba2 import Mamba2, set_scan_chunk, set_scan_impl
+    from .layers.mamba2 import Mamba2, choose_scan, set_scan_chunk, set_scan_impl
     set_scan_chunk(model, scan_chunk)
     set_scan_impl(model, scan)
-    with torch.enable_grad():   # the scan a training forward of this length takes (what "auto" resolves to)
-        scan_fn = ", ".join(sorted({m._scan(model.config.num_tokens).__name__
-                                    for m in model.modules() if isinstance(m, Mamba2)})) or None
+    has_mamba = any(isinstance(m, Mamba2) for m in model.modules())
+    scan_fn = (choose_scan(scan, model.config.num_tokens, cuda=device.type == "cuda", training=True,
+                           compiling=compile_model).__name__ if has_mamba else None)   # what "auto" resolves to
     if checkpointing:
         from .train.memory import checkpoint_blocks
         checkpoint_blocks(model)

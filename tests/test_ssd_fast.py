@@ -79,3 +79,23 @@ def test_inference_scan_choice_and_continuation_from_a_cache():
     with torch.no_grad(), mamba2.scan_impl(m, "compiled"):   # compiled from COMPILED_MIN_LEN tokens on
         n = mamba2.COMPILED_MIN_LEN
         assert m._scan(n) is ssd_chunked_compiled and m._scan(n - 1) is ssd_chunked_fast
+
+
+def test_scan_choice_by_where_it_runs(monkeypatch):
+    """"auto": Triton for eager CUDA training and long CUDA prefills, the compiled PyTorch scan inside a
+    compiled model's training step (or without Triton), the reference on CPU, in short prefills and decoding."""
+    from mambagen.layers import kernels, mamba2
+    from mambagen.layers.ssd_fast import ssd_chunked_recomputed
+    marker = object()
+    monkeypatch.setattr(kernels, "ssd_chunked_triton", marker)
+    choose = lambda length=256, **kw: mamba2.choose_scan(kw.pop("impl", "auto"), length, **{
+        "cuda": True, "training": True, "compiling": False, **kw})
+    assert choose() is marker
+    assert choose(compiling=True) is ssd_chunked_recomputed
+    assert choose(training=False) is marker and choose(length=63, training=False) is ssd_chunked
+    assert choose(cuda=False) is ssd_chunked and choose(cuda=False, training=False) is ssd_chunked
+    assert choose(impl="reference") is ssd_chunked and choose(impl="triton", compiling=True) is marker
+    monkeypatch.setattr(kernels, "ssd_chunked_triton", None)
+    assert choose() is ssd_chunked_recomputed and choose(training=False) is ssd_chunked
+    with pytest.raises(RuntimeError, match="needs Triton"):
+        choose(impl="triton")

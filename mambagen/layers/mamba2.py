@@ -178,32 +178,10 @@ class Mamba2(nn.Module):
         return out if b is None else out + b.to(xBC_t.dtype)[:, None]
 
     def _scan(self, length: int):
-        """The scan for an input of `length` tokens, by `scan_impl`. "auto" on CUDA (outside graph capture):
-        our Triton scan (`kernels/ssd_scan.py`) for training, and for prefills of COMPILED_MIN_LEN tokens
-        or more; without Triton, the compiled tensor-core scan for training (its intermediates recomputed
-        in the backward pass). The reference everywhere else (CPU, short prefills and decoding, capture).
-        Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled and recomputed when a
-        backward graph is built, eager without); "compiled" compiles it for inputs of COMPILED_MIN_LEN
-        tokens or more (one compilation per length) and runs shorter ones eagerly."""
-        impl = self.scan_impl
-        triton_scan = kernels.ssd_chunked_triton
-        if impl == "auto":
-            cuda = self.in_proj.weight.is_cuda and not torch.cuda.is_current_stream_capturing()
-            if cuda and torch.is_grad_enabled():
-                impl = "triton" if triton_scan is not None else "fast"
-            elif cuda and triton_scan is not None and length >= COMPILED_MIN_LEN:
-                impl = "triton"
-            else:
-                impl = "reference"
-        if impl == "reference":
-            return ssd_chunked
-        if impl == "triton":
-            if triton_scan is None:
-                raise RuntimeError("scan_impl 'triton' needs Triton (pip install triton) and a GPU")
-            return triton_scan
-        if torch.is_grad_enabled():
-            return ssd_chunked_recomputed
-        return ssd_chunked_compiled if impl == "compiled" and length >= COMPILED_MIN_LEN else ssd_chunked_fast
+        """The scan for an input of `length` tokens now (see `choose_scan`)."""
+        cuda = self.in_proj.weight.is_cuda and not torch.cuda.is_current_stream_capturing()
+        return choose_scan(self.scan_impl, length, cuda=cuda, training=torch.is_grad_enabled(),
+                           compiling=torch.compiler.is_compiling())
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
@@ -246,6 +224,35 @@ class Mamba2(nn.Module):
         return kernels.mamba2_step_fused(
             zxbcdt.contiguous(), cache.conv_pair, cache.ssm, index, self.conv1d.weight[:, 0], self.conv1d.bias,
             self.dt_bias, self.A_log, self.D, ngroups=self.ngroups, dt_limit=self.dt_limit)
+
+
+def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: bool):
+    """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture): our Triton scan
+    (`kernels/ssd_scan.py`) for eager training and for prefills of COMPILED_MIN_LEN tokens or more;
+    inside a torch.compile'd model, training keeps the compiled tensor-core PyTorch scan, the one measured
+    there (bench/results/h200_run21_training.json: the Triton op in a compiled AiM-L step was not faster
+    yet); without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short
+    prefills and decoding, capture).
+    Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled, its intermediates recomputed
+    in the backward pass, when a backward graph is built; eager without); "compiled" compiles it for
+    inputs of COMPILED_MIN_LEN tokens or more (one compilation per length) and runs shorter ones eagerly."""
+    triton_scan = kernels.ssd_chunked_triton
+    if impl == "auto":
+        if cuda and training:
+            impl = "triton" if triton_scan is not None and not compiling else "fast"
+        elif cuda and triton_scan is not None and length >= COMPILED_MIN_LEN:
+            impl = "triton"
+        else:
+            impl = "reference"
+    if impl == "reference":
+        return ssd_chunked
+    if impl == "triton":
+        if triton_scan is None:
+            raise RuntimeError("scan_impl 'triton' needs Triton (pip install triton) and a GPU")
+        return triton_scan
+    if training:
+        return ssd_chunked_recomputed
+    return ssd_chunked_compiled if impl == "compiled" and length >= COMPILED_MIN_LEN else ssd_chunked_fast
 
 
 def set_scan_impl(model: nn.Module, impl: str) -> None:
