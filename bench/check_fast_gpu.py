@@ -177,6 +177,52 @@ def check_triton_scan():
     return {"model": "ssd_chunked_triton (our Triton training scan)", "checks": out}
 
 
+def check_training_kernels():
+    """The eager CUDA training path of Mamba2 (Triton conv+SiLU, scan and gated norm) against the all-PyTorch
+    mixer: AiM-L's mixer at batch 8 x 256, forward output and every parameter's gradient, fp32 vs a float64
+    copy and under bf16 autocast vs fp32; then an AiM-B training step (loss, gradients) under bf16 autocast."""
+    import copy
+    from mambagen.layers.mamba2 import Mamba2, set_kernels, set_scan_chunk, set_scan_impl
+    rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
+    torch.manual_seed(0)
+    m = Mamba2(d_model=1024, chunk_size=128).cuda()
+    with torch.no_grad():
+        for q in m.parameters():
+            q.add_(torch.randn_like(q) * 0.02)
+    u = torch.randn(8, 256, 1024, device="cuda")
+    out = []
+    for autocast, ref_dtype in ((False, torch.float64), (True, torch.float32)):
+        results = []
+        for fast in (True, False):
+            mm = copy.deepcopy(m).to(torch.float32 if fast else ref_dtype)
+            set_kernels(mm, fast)
+            set_scan_impl(mm, "triton" if fast else "reference")
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast and fast):
+                y = mm(u.to(torch.float32 if fast else ref_dtype))
+            y.float().square().mean().backward()
+            results.append((y, {n: q.grad for n, q in mm.named_parameters()}))
+        (y, g), (y_r, g_r) = results
+        out.append({"mixer": "aim-l mixer, batch 8 x 256", "fast": "bf16 autocast" if autocast else "float32",
+                    "reference": str(ref_dtype), "out_rel_err": rel(y, y_r),
+                    "grad_rel_err": {n: rel(g[n], g_r[n]) for n in g}})
+    model = mambagen.create_model("aim-b").cuda().train()
+    set_scan_chunk(model, 128)
+    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
+    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
+    results = []
+    for fast in (False, True):
+        set_kernels(model, fast)
+        set_scan_impl(model, "triton" if fast else "reference")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = model(tokens, labels)
+        model.zero_grad()
+        loss.backward()
+        results.append((loss.item(), torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None])))
+    out.append({"model": "aim-b train step, bf16 autocast, eager: Triton conv, scan and norm vs PyTorch",
+                "loss_reference": results[0][0], "loss": results[1][0], "grad_rel_err": rel(results[1][1], results[0][1])})
+    return {"model": "Mamba2 training kernels (conv_silu, ssd_scan, gated_norm)", "checks": out}
+
+
 @torch.no_grad()
 def check_whole_graph(name, batch=4):
     """VAR / M-VAR / ARPG, greedy: the eager call captured as one CUDA graph (nothing compiled), and the
@@ -254,7 +300,7 @@ if __name__ == "__main__":
     import subprocess
     if len(sys.argv) > 2 and sys.argv[2] == "--one":   # one model per process: a failed capture stays there
         special = {"ssm-kernel": check_ssm_kernel, "scan": check_scan, "fused-step": check_fused_step,
-                   "triton-scan": check_triton_scan}
+                   "triton-scan": check_triton_scan, "training-kernels": check_training_kernels}
         if sys.argv[3] in special:
             json.dump(special[sys.argv[3]](), open(sys.argv[1], "w"))
             sys.exit(0)

@@ -128,15 +128,16 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
 
 def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
                    checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
-                   image_size: int | None = None) -> dict:
+                   image_size: int | None = None, kernels: bool = True) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
     from .models.registry import count_params
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32, image_size).train()
-    from .layers.mamba2 import Mamba2, choose_scan, set_scan_chunk, set_scan_impl
+    from .layers.mamba2 import Mamba2, choose_scan, set_kernels, set_scan_chunk, set_scan_impl
     set_scan_chunk(model, scan_chunk)
     set_scan_impl(model, scan)
+    set_kernels(model, kernels)
     has_mamba = any(isinstance(m, Mamba2) for m in model.modules())
     scan_fn = (choose_scan(scan, model.config.num_tokens, cuda=device.type == "cuda", training=True,
                            compiling=compile_model).__name__ if has_mamba else None)   # what "auto" resolves to
@@ -171,6 +172,7 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in _device_name()), None)
     return {"kind": "training", "model": name, "batch": batch, "tokens_per_sample": N, "precision": precision,
             "compiled": compile_model, "checkpointing": checkpointing, "scan": scan, "scan_fn": scan_fn, "scan_chunk": scan_chunk,
+            "mamba2_kernels": has_mamba and kernels and not compile_model and device.type == "cuda",
             "image_size": image_size, "seconds_per_step": spt, "tokens_per_s": tps, "params": params,
             "mfu": 6 * params * tps / (peak * 1e12) if peak else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None}
@@ -252,10 +254,11 @@ def to_markdown(records: list[dict], meta: dict) -> str:
                   f"{r['images_per_s']:.0f} |" for r in dec]
     tr = [r for r in records if r["kind"] == "training"]
     if tr:
-        lines += ["", "| training | batch x tokens | precision | compiled | checkpointing | Mamba2 scan | s/step | tokens/s "
-                  "| MFU | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| training | batch x tokens | precision | compiled | checkpointing | Mamba2 scan | Triton conv/norm "
+                  "| s/step | tokens/s | MFU | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch']} x {r['tokens_per_sample']} | {r['precision']} | {r['compiled']} | "
                   f"{r.get('checkpointing', False)} | {r.get('scan_fn') or r.get('scan', 'reference')}, chunk {r.get('scan_chunk', 64)} | "
+                  f"{r.get('mamba2_kernels', False)} | "
                   f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | "
                   f"{(r['mfu'] or 0) * 100:.1f}% | {r['peak_gib'] or 0:.1f} |" for r in tr]
     return "\n".join(lines) + "\n"
@@ -288,12 +291,13 @@ def run_bench(args) -> Path:
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
     scans = {"ref": "reference", "torchscan": "fast", "triton": "triton"}
-    for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:chunkN]
+    for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:nokernels][:chunkN]
         name, *opts = spec.split(":")
         chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
         jobs += [dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
                       repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
-                      scan=next((scans[o] for o in opts if o in scans), "auto"), scan_chunk=chunk, image_size=size)
+                      scan=next((scans[o] for o in opts if o in scans), "auto"), scan_chunk=chunk,
+                      kernels="nokernels" not in opts, image_size=size)
                  for size in sizes]
     records, errors = [], []
     for job in jobs:

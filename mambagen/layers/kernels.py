@@ -24,6 +24,8 @@ mamba2_step_fused = _optional("mambagen.kernels.mamba2_step", "mamba2_step_fused
 skinny_linear = _optional("mambagen.kernels.skinny_linear", "skinny_linear")
 residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_norm_modulate")
 ssd_chunked_triton = _optional("mambagen.kernels.ssd_scan", "ssd_chunked_triton")
+conv_silu = _optional("mambagen.kernels.conv_silu", "conv_silu")
+gated_rms_norm = _optional("mambagen.kernels.gated_norm", "gated_rms_norm")
 
 
 def triton_available() -> bool:
@@ -33,7 +35,7 @@ def triton_available() -> bool:
 
 KERNELS = ("mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update",
            "ssm_step_inplace", "mamba2_step_fused", "skinny_linear", "residual_norm_modulate",
-           "ssd_chunked_triton")
+           "ssd_chunked_triton", "conv_silu", "gated_rms_norm")
 
 
 def available() -> dict[str, bool]:

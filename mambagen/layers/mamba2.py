@@ -11,7 +11,9 @@ runs one token. Both read and update an explicit, preallocated `Mamba2Cache`.
 A cache allocated with `paired_conv=True` makes `step` run everything between the
 two projections as one fused Triton kernel (`kernels/mamba2_step.py`, CUDA decoding).
 The scan itself lives in `ssd_ref` (the spec); on CUDA, training and long prefills run it
-through our Triton kernels (`kernels/ssd_scan.py`), tested against the spec.
+through our Triton kernels (`kernels/ssd_scan.py`), tested against the spec, and eager CUDA
+forwards run the conv+SiLU and the gated norm as Triton kernels too (`kernels/conv_silu.py`,
+`kernels/gated_norm.py`; the PyTorch code beside each call is their reference).
 """
 from __future__ import annotations
 
@@ -76,7 +78,8 @@ class Mamba2(nn.Module):
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.dt_range = (dt_min, dt_max, dt_init_floor)
         self.scan_chunk: int | None = None   # chunk of the reference scan if not chunk_size (see set_scan_chunk)
-        self.scan_impl = "auto"              # "auto" | "reference" | "fast" (see set_scan_impl)
+        self.scan_impl = "auto"              # see set_scan_impl
+        self.use_kernels = True              # eager CUDA: conv+SiLU and gated norm in Triton (see _kernels_here)
         self.dt_limit = tuple(dt_limit)
         self.A_init_range = A_init_range
 
@@ -139,21 +142,35 @@ class Mamba2(nn.Module):
         D = self.D.to(y.dtype)
         y = y + x.to(y.dtype) * (D.view(self.nheads, self.headdim) if D.numel() == self.d_inner else D[:, None])
         y = y.flatten(-2).to(z.dtype)                              # (..., d_inner)
-        y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
+        if self.norm is None:
+            y = y * F.silu(z)
+        elif not self.norm.norm_before_gate and kernels.gated_rms_norm is not None and self._kernels_here(y):
+            y = kernels.gated_rms_norm(y, z, self.norm.weight, self.norm.group_size, self.norm.eps)   # self.norm, fused
+        else:
+            y = self.norm(y, z)
         return self.out_proj(y)
+
+    def _kernels_here(self, t: torch.Tensor) -> bool:
+        """Whether the conv+SiLU and the gated norm run as our Triton kernels (`kernels/conv_silu.py`,
+        `kernels/gated_norm.py`, each tested against the PyTorch code beside its call): eager CUDA only.
+        A compiled model keeps the PyTorch code, which the compiler fuses itself."""
+        return self.use_kernels and t.is_cuda and not torch.compiler.is_compiling()
 
     def forward(self, u: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
         """u (B, L, d_model) -> (B, L, d_model). With a cache, continue from its state and update it."""
         Bsz, L, _ = u.shape
         z, xBC, dt = self._split(self.in_proj(u))                  # (B, L, d_inner), (B, L, conv_dim), (B, L, h)
 
-        # causal depthwise conv: left context is the cache's last inputs (zeros at the start)
-        xBC_t = xBC.transpose(1, 2)                                # (B, conv_dim, L)
-        history = cache.conv if cache is not None else xBC_t.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
-        xBC_t = torch.cat([history.to(xBC_t.dtype), xBC_t], dim=2)
-        if cache is not None:
-            cache.conv.copy_(xBC_t[:, :, -(self.d_conv - 1):])
-        xBC = F.silu(self._depthwise_conv(xBC_t)).transpose(1, 2)
+        if cache is None and kernels.conv_silu is not None and self._kernels_here(u):
+            xBC = kernels.conv_silu(xBC, self.conv1d.weight[:, 0], self.conv1d.bias)   # below, fused
+        else:
+            # causal depthwise conv: left context is the cache's last inputs (zeros at the start)
+            xBC_t = xBC.transpose(1, 2)                            # (B, conv_dim, L)
+            history = cache.conv if cache is not None else xBC_t.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
+            xBC_t = torch.cat([history.to(xBC_t.dtype), xBC_t], dim=2)
+            if cache is not None:
+                cache.conv.copy_(xBC_t[:, :, -(self.d_conv - 1):])
+            xBC = F.silu(self._depthwise_conv(xBC_t)).transpose(1, 2)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
@@ -278,6 +295,13 @@ def scan_impl(model: nn.Module, impl: str, chunk: int | None = None):
     finally:
         for m, old_impl, old_chunk in before:
             m.scan_impl, m.scan_chunk = old_impl, old_chunk
+
+
+def set_kernels(model: nn.Module, on: bool) -> None:
+    """Use (or not) the Triton conv+SiLU and gated norm in eager CUDA forwards (see `Mamba2._kernels_here`)."""
+    for m in model.modules():
+        if isinstance(m, Mamba2):
+            m.use_kernels = on
 
 
 def set_scan_chunk(model: nn.Module, chunk: int | None) -> None:

@@ -1,0 +1,97 @@
+"""Triton: Mamba2's gated RMSNorm, forward and backward, one pass over each row.
+
+The reference is `layers.norm.RMSNormGated` (norm_before_gate=False, as AiM and M-VAR use it): per
+group of channels, with g = x * SiLU(z),
+
+    out = g * rstd * weight,        rstd = 1 / sqrt(mean(g^2) + eps)
+
+Eagerly that is about ten elementwise kernels and as many float32 copies of the (tokens, d_inner)
+activation; here the forward reads x and z once and keeps rstd per row and group, and the backward
+reads x, z and d out once:
+
+    n = g * rstd,   dg = rstd * (d out * w - n * mean(d out * w * n)),
+    dx = dg * SiLU(z),   dz = dg * x * SiLU'(z),   dw = sum over rows of d out * n (per tile of rows).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ROWS = 16   # rows of a program: the weight gradient is summed over them before its partial is stored
+
+
+@triton.jit
+def _gate(x_ptr, z_ptr, rows, offs, R, W, GS):
+    m = (rows[:, None] < R) & (offs[None, :] < GS)
+    idx = rows[:, None].to(tl.int64) * W + offs[None, :]
+    x = tl.load(x_ptr + idx, mask=m, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + idx, mask=m, other=0.0).to(tl.float32)
+    return x, z, m, idx
+
+
+@triton.jit
+def _gated_norm_fwd_kernel(x_ptr, z_ptr, w_ptr, out_ptr, rstd_ptr, R, W, GS, NG, eps,
+                           ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    rb, grp = tl.program_id(0), tl.program_id(1)
+    rows, offs = rb * ROWS + tl.arange(0, ROWS), tl.arange(0, BLOCK)
+    x, z, m, idx = _gate(x_ptr + grp * GS, z_ptr + grp * GS, rows, offs, R, W, GS)
+    g = x * z * tl.sigmoid(z)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=1) / GS + eps)
+    w = tl.load(w_ptr + grp * GS + offs, mask=offs < GS, other=0.0).to(tl.float32)
+    tl.store(out_ptr + grp * GS + idx, (g * rstd[:, None] * w[None, :]).to(out_ptr.dtype.element_ty), mask=m)
+    tl.store(rstd_ptr + rows * NG + grp, rstd, mask=rows < R)
+
+
+@triton.jit
+def _gated_norm_bwd_kernel(x_ptr, z_ptr, w_ptr, rstd_ptr, dout_ptr, dx_ptr, dz_ptr, dw_ptr, R, W, GS, NG,
+                           ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    rb, grp = tl.program_id(0), tl.program_id(1)
+    rows, offs = rb * ROWS + tl.arange(0, ROWS), tl.arange(0, BLOCK)
+    x, z, m, idx = _gate(x_ptr + grp * GS, z_ptr + grp * GS, rows, offs, R, W, GS)
+    s = tl.sigmoid(z)
+    rstd = tl.load(rstd_ptr + rows * NG + grp, mask=rows < R, other=0.0)[:, None]
+    n = x * z * s * rstd
+    w = tl.load(w_ptr + grp * GS + offs, mask=offs < GS, other=0.0).to(tl.float32)
+    dout = tl.load(dout_ptr + grp * GS + idx, mask=m, other=0.0).to(tl.float32)
+    dn = dout * w[None, :]
+    dg = rstd * (dn - n * (tl.sum(dn * n, axis=1) / GS)[:, None])
+    tl.store(dx_ptr + grp * GS + idx, (dg * z * s).to(dx_ptr.dtype.element_ty), mask=m)
+    tl.store(dz_ptr + grp * GS + idx, (dg * x * s * (1 + z * (1 - s))).to(dz_ptr.dtype.element_ty), mask=m)
+    tl.store(dw_ptr + rb.to(tl.int64) * W + grp * GS + offs, tl.sum(dout * n, axis=0), mask=offs < GS)
+
+
+class _GatedNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, z, weight, group_size, eps):
+        shape = x.shape
+        x, z = x.reshape(-1, shape[-1]).contiguous(), z.reshape(-1, shape[-1]).contiguous()
+        R, W = x.shape
+        ng = W // group_size
+        out = torch.empty_like(x)
+        rstd = torch.empty(R, ng, device=x.device, dtype=torch.float32)
+        BLOCK = triton.next_power_of_2(group_size)
+        _gated_norm_fwd_kernel[(triton.cdiv(R, ROWS), ng)](x, z, weight, out, rstd, R, W, group_size, ng, eps,
+                                                           ROWS=ROWS, BLOCK=BLOCK)
+        ctx.save_for_backward(x, z, weight, rstd)
+        ctx.group_size, ctx.shape = group_size, shape
+        return out.view(shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, z, weight, rstd = ctx.saved_tensors
+        R, W = x.shape
+        ng = W // ctx.group_size
+        dout = dout.reshape(R, W).contiguous()
+        dx, dz = torch.empty_like(x), torch.empty_like(z)
+        grid = (triton.cdiv(R, ROWS), ng)
+        dw = torch.empty(grid[0], W, device=x.device, dtype=torch.float32)
+        _gated_norm_bwd_kernel[grid](x, z, weight, rstd, dout, dx, dz, dw, R, W, ctx.group_size, ng,
+                                     ROWS=ROWS, BLOCK=triton.next_power_of_2(ctx.group_size))
+        return dx.view(ctx.shape), dz.view(ctx.shape), dw.sum(0).to(weight.dtype), None, None
+
+
+def gated_rms_norm(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+    """RMSNorm(x * SiLU(z)) * weight over groups of `group_size` channels (norm_before_gate=False):
+    x, z (..., W) of one dtype, weight (W,) -> (..., W) in x's dtype. Differentiable in x, z and weight."""
+    return _GatedNorm.apply(x, z, weight, group_size, eps)
