@@ -17,5 +17,5 @@ case "${PART:-checks}" in
       gpt-l:compile --train-batch 64 --repeat 2 --precision bf16 --out $OUT/h200_run23_training_compiled 2>&1 \
       | grep -v "^{" | tail -8
     timeout 100 python bench/profile_train.py aim-l 64 $OUT/h200_run23_profile_aim_l_eager.txt chunk128 | tail -5
-    timeout 150 python bench/profile_train.py aim-l 64 $OUT/h200_run23_profile_aim_l_compiled_triton.txt compile chunk128 | tail -5 ;;
+    timeout 150 python bench/profile_train.py aim-l 64 $OUT/h200_run23_profile_aim_l_compiled_triton.txt compile triton chunk128 | tail -5 ;;
 esac
