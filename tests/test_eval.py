@@ -296,6 +296,21 @@ def test_train_judge_and_judge_samples_cli(tmp_path, capsys):
                  "--no-progress"]) == 0
     j = json.loads((tmp_path / "j.json").read_text())["judge"]
     assert j["sample_accuracy"] == j["reference_accuracy"] and abs(j["fd"]) < 1e-6 and j["fd_floor"] > 0
+    assert j["reference_per_class_accuracy"] == j["per_class_accuracy"] and list(j["per_class_accuracy"]) == ["discs", "squares"]
+    assert "per class, samples (real): discs" in capsys.readouterr().out
+
+
+def test_tokenizer_fd_in_judge_features_is_size_matched_to_its_floor():
+    """Perfect reconstructions give exactly the floor (real half vs real half); bad ones give more."""
+    from mambagen.eval.judge import Judge
+    from mambagen.eval.suite import judge_reconstruction_fd
+    torch.manual_seed(0)
+    judge = Judge(JudgeConfig(num_classes=2, image_size=16, widths=(4, 8, 8, 8))).eval()
+    images = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    same = judge_reconstruction_fd(judge, images, images.copy())
+    assert same["fd"] == pytest.approx(same["fd_floor"], rel=1e-9) and "20 real images" in same["kind"]
+    blurred = judge_reconstruction_fd(judge, images, np.full_like(images, 128))
+    assert blurred["fd"] > 2 * blurred["fd_floor"] and blurred["fd_floor"] == same["fd_floor"]
 
 
 # ------------------------------------------------------------------------------------ eval-nll, eval-tokenizer
@@ -435,3 +450,23 @@ def test_reproduce_runs_end_to_end_on_the_demo_and_resumes(tiny_net, tmp_path, c
     capsys.readouterr()
     assert main(args) == 0 and "0 new images" in capsys.readouterr().out     # resumed: nothing sampled again
     assert main(args[:5] + ["5"] + args[6:]) == 2                             # fewer images than classes
+
+
+def test_demo_metrics_layout_and_targets():
+    """bench/demo_metrics.py: the issue's layout, and a class below 0.9 x its real accuracy fails the targets."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("demo_metrics", Path(__file__).parents[1] / "bench" / "demo_metrics.py")
+    dm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dm)
+    judge = {"judge": {"per_class_accuracy": {"a": 0.9, "b": 0.5}, "reference_per_class_accuracy": {"a": 0.95, "b": 0.8},
+                       "sample_accuracy": 0.7, "reference_accuracy": 0.875, "fd": 3.0, "fd_floor": 2.5,
+                       "n_samples": 80, "n_reference": 40}}
+    tok = {"psnr": 25.0, "ssim": 0.8, "codebook_usage": 0.9, "codebook_size": 1024, "n": 40,
+           "judge_fd": {"fd": 1.9, "fd_floor": 1.5}, "rfid": {"available": False}}
+    m = dm.assemble(judge, tok, {"bits_per_token": 5.5})
+    assert m["per_class"]["b"] == {"sample_acc": 0.5, "real_acc": 0.8} and m["heldout_bits_per_token"] == 5.5
+    assert m["tokenizer"]["judge_fd"] == 1.9 and "rfid" not in m["tokenizer"]
+    assert m["targets"]["classes_meeting"] == "1/2" and m["targets"]["fd_ratio"] == 1.2 and not m["targets"]["met"]
+    judge["judge"]["per_class_accuracy"]["b"] = 0.75
+    assert dm.assemble(judge, tok, {"bits_per_token": 5.5})["targets"]["met"]

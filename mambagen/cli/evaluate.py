@@ -117,7 +117,9 @@ def _print_judge(j: dict, judge_dir: str) -> None:
     if "sample_accuracy" in j:
         print(f"  class accuracy of {j['n_samples']} labelled samples: {j['sample_accuracy']:.3f}"
               + (f"   (reference images: {j['reference_accuracy']:.3f})" if "reference_accuracy" in j else ""))
-        print("  per class: " + ", ".join(f"{k} {v:.2f}" for k, v in j["per_class_accuracy"].items()))
+        real = j.get("reference_per_class_accuracy", {})
+        print("  per class, samples (real): " + ", ".join(
+            f"{k} {v:.2f}" + (f" ({real[k]:.2f})" if k in real else "") for k, v in j["per_class_accuracy"].items()))
     print(f"  Fréchet distance in judge features: {j['fd']:.3f}   floor {j['fd_floor']:.3f} "
           f"(real vs real: {j['floor_kind']})")
 
@@ -306,6 +308,14 @@ def _cmd_eval_tokenizer(args) -> None:
         report["rfid"] = {"available": True, "network": describe_network(net_path), **scores, "floor": floor}
         print(f"  rFID {scores['fid']:.2f} (KID x1e3 {scores['kid'] * 1e3:.2f}) on {len(rec)} reconstructions; "
               f"floor {floor['fid']:.2f} (real vs real: {floor['kind']})")
+    if args.judge:
+        from ..eval.judge import load_judge
+        from ..eval.suite import judge_reconstruction_fd
+        judge, _ = load_judge(args.judge, device)
+        report["judge_fd"] = {"judge": str(args.judge), **judge_reconstruction_fd(judge, images.images, recons,
+                                                                                  seed=args.seed, device=device)}
+        j = report["judge_fd"]
+        print(f"  Fréchet distance in judge features {j['fd']:.3f}, floor {j['fd_floor']:.3f} ({j['kind']})")
     _write_json(args.json, report)
 
 
@@ -387,7 +397,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images encoded and decoded at once")
     p.add_argument("--inception", default=None, help="TorchScript feature network (default: the [fid] extra's)")
     p.add_argument("--inception-batch-size", type=int, default=50, help="images per feature-network batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    p.add_argument("--judge", default=None, help="a judge directory (train-judge): also the Fréchet distance in its "
+                   "features, real images vs reconstructions of other images, beside its real-vs-real floor")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset and of the judge's halves")
     add_run_args(p, json=True)
     p.set_defaults(fn=_cmd_eval_tokenizer)
 

@@ -160,6 +160,26 @@ def inception_score_of(net, images: np.ndarray, batch_size: int = 50, device="cp
 
 
 # ------------------------------------------------------------------------------------ judge
+def _per_class(logits, labels, names) -> dict:
+    from .judge import accuracy
+    return {names[c] if names else str(c): accuracy(logits[labels == c], labels[labels == c])
+            for c in np.unique(labels).tolist()}
+
+
+def judge_reconstruction_fd(model, images: np.ndarray, recons: np.ndarray, *, seed: int = 0, device="cpu") -> dict:
+    """A tokenizer's Fréchet distance in judge features: the real images of one random half against the
+    reconstructions of the other half, beside the floor of the same sizes (real half vs real half), so
+    neither the FD's size bias nor pairing an image with its own reconstruction flatters it."""
+    from .judge import judge_outputs
+    real, fake = floor_split(len(images), len(images), seed)          # two disjoint halves
+    feats = judge_outputs(model, images, device=device)[1]
+    rec = judge_outputs(model, recons[fake], device=device)[1]
+    return {"fd": frechet_distance(*feature_stats(feats[real]), *feature_stats(rec)),
+            "fd_floor": frechet_distance(*feature_stats(feats[real]), *feature_stats(feats[fake])),
+            "kind": f"{len(real)} real images vs the reconstructions of {len(fake)} others (floor: those {len(fake)} "
+                    "real images)"}
+
+
 def judge_scores(model, meta: dict, samples: ImageSet, ref: ImageSet, *, floor_set: ImageSet | None = None,
                  seed: int = 0, device="cpu") -> dict:
     """Class accuracy of labelled samples and a Fréchet distance in the judge's features, with floors."""
@@ -178,13 +198,10 @@ def judge_scores(model, meta: dict, samples: ImageSet, ref: ImageSet, *, floor_s
             raise ValueError(f"sample labels span {samples.labels.min()}..{samples.labels.max()} but the judge "
                              f"knows {K} classes")
         out["sample_accuracy"] = accuracy(s_logits, samples.labels)
-        per_class = {}
-        for c in np.unique(samples.labels).tolist():
-            mine = samples.labels == c
-            per_class[names[c] if names else str(c)] = accuracy(s_logits[mine], samples.labels[mine])
-        out["per_class_accuracy"] = per_class
+        out["per_class_accuracy"] = _per_class(s_logits, samples.labels, names)
     if ref.labels is not None:
         out["reference_accuracy"] = accuracy(r_logits, ref.labels)
+        out["reference_per_class_accuracy"] = _per_class(r_logits, ref.labels, names)
     out["fd"] = frechet_distance_of(r_feats, s_feats)
     floor_feats = judge_outputs(model, floor_set.images, device=device)[1] if floor_set is not None else None
     real, fake, what = floor_pair(r_feats, len(samples), seed, floor_feats)
