@@ -19,7 +19,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
     p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:nokernels][:chunkN] entries to time a "
                    "training step for (compile: torch.compile the model; ckpt: activation checkpointing; the Mamba2 "
-                   "scan, by default our Triton kernels on CUDA: ref the PyTorch reference, torchscan the compiled "
+                   "scan is chosen as in training unless named: ref the PyTorch reference, torchscan the compiled "
                    "tensor-core PyTorch scan, triton named; nokernels: eager CUDA without the Triton conv+SiLU and "
                    "gated norm; chunkN: Mamba2 scan chunk, default 64)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
