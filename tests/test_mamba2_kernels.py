@@ -62,16 +62,17 @@ def test_gated_norm_equals_reference(lead, W, group):
         assert _rel(a, c) < 1e-5
 
 
-def test_mixer_with_every_training_kernel_equals_the_reference_mixer(monkeypatch):
-    """Mamba2 forward + backward (every parameter's gradient) with the Triton conv, scan and gated norm
-    (made to run here: on CPU they would not be chosen) against the all-PyTorch mixer."""
+@pytest.mark.parametrize("conv_and_norm", [False, True])
+def test_mixer_on_the_training_kernels_equals_the_reference_mixer(monkeypatch, conv_and_norm):
+    """Mamba2 forward + backward (every parameter's gradient) with the Triton scan, alone and with the Triton
+    conv and gated norm (made to run here: on CPU they would not be chosen), against the all-PyTorch mixer."""
     monkeypatch.setattr(Mamba2, "_kernels_here", lambda self, t: self.use_kernels)
     torch.manual_seed(0)
     m = Mamba2(d_model=32, d_state=16, headdim=16, ngroups=2, chunk_size=16).to(DEVICE)
     u = torch.randn(2, 21, 32, device=DEVICE)
     outs = []
     for on in (False, True):
-        set_kernels(m, on)
+        set_kernels(m, on and conv_and_norm)
         set_scan_impl(m, "triton" if on else "reference")
         m.zero_grad()
         out = m(u)

@@ -54,6 +54,21 @@ def _dot(a, b, MM: tl.constexpr):
 
 
 @triton.jit
+def _rows(ptr, t, width, col0, cols, mt, mc):
+    """The tile [t, col0 + cols] of a (steps, width) row-major layout (steps of every batch row in
+    sequence): x and dy are (b*L, h*p), B and C (b*L, g*n); zeros outside the masks."""
+    return tl.load(ptr + t[:, None] * width + col0 + cols[None, :], mask=mt[:, None] & mc[None, :], other=0.0)
+
+
+@triton.jit
+def _group_heads(gk, H: tl.constexpr, G: tl.constexpr, HEADS: tl.constexpr):
+    """A backward program's group and the first of the HEADS heads it visits (program axis 1: g * splits + k)."""
+    R: tl.constexpr = H // G
+    g = gk // (R // HEADS)
+    return g, g * R + (gk % (R // HEADS)) * HEADS
+
+
+@triton.jit
 def _decay(acum_rows, acum_cols, rows, cols, LOWER: tl.constexpr):
     """exp(acum[l] - acum[s]) where l >= s, else 0 (masked before the exp: nothing overflows).
     LOWER: rows are l, cols are s; otherwise rows are s, cols are l."""
@@ -158,16 +173,15 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
     acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-    Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
+    Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
     acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
     for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
         offs_s = s0 + tl.arange(0, BLOCK)
         ms = offs_s < Q
         acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
-        Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+        Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
         dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-        Xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
-                     mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32) * dt_s[:, None]
+        Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
         scores = _dot(Cl, tl.trans(Bs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True)     # (L, S)
         acc += _dot(scores, Xs, MM)
     S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
@@ -187,23 +201,20 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
     dx and the x-part of ddt per head, B . dB per head (for d acum), and the heads' dB summed."""
     bc, gk, sb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, c = bc // NC, bc % NC
-    R: tl.constexpr = H // G
-    SPLITS: tl.constexpr = R // HEADS
-    g, k = gk // SPLITS, gk % SPLITS
+    g, h0 = _group_heads(gk, H, G, HEADS)
     t0 = (b.to(tl.int64) * L + c * Q)
     offs_s = sb * BLOCK + tl.arange(0, BLOCK)
     offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     ms, mp, mn = offs_s < Q, offs_p < P, offs_n < N
-    Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+    Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
     dB = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
-        h = g * R + k * HEADS + j
+        h = h0 + j
         acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
         acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
         acum_end = tl.load(acum_base + Q - 1)
         dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-        xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
-                     mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32)
+        xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32)
         Xs = xs * dt_s[:, None]
         dX = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
         dBh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
@@ -211,9 +222,8 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
             offs_l = l0 + tl.arange(0, BLOCK)
             ml = offs_l < Q
             acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-            Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
-            dyl = tl.load(dy_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :],
-                          mask=ml[:, None] & mp[None, :], other=0.0)
+            Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
+            dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
             decay = _decay(acum_s, acum_l, offs_s, offs_l, False)                                   # (S, L)
             dX += _dot(_dot(Bs, tl.trans(Cl), MM) * decay, dyl, MM)
             dBh += _dot(_dot(Xs, tl.trans(dyl), MM) * decay, Cl, MM)
@@ -227,6 +237,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
         tl.store(ddt_ptr + (t0 + offs_s) * H + h, tl.sum(dX * xs, axis=1), mask=ms)
         tl.store(rowB_ptr + ((b * H + h) * NC + c) * Q + offs_s, tl.sum(dBh * Bs.to(tl.float32), axis=1), mask=ms)
         dB += dBh
+    k = gk % ((H // G) // HEADS)                          # this program's partial of the group's sum
     tl.store(dB_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_s[:, None]) * G + g) * N + offs_n[None, :],
              dB, mask=ms[:, None] & mn[None, :])
 
@@ -241,36 +252,33 @@ def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC
     C . dC per head (for d acum), and the heads' dC summed."""
     bc, gk, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, c = bc // NC, bc % NC
-    R: tl.constexpr = H // G
-    SPLITS: tl.constexpr = R // HEADS
-    g, k = gk // SPLITS, gk % SPLITS
+    g, h0 = _group_heads(gk, H, G, HEADS)
     t0 = (b.to(tl.int64) * L + c * Q)
     offs_l = lb * BLOCK + tl.arange(0, BLOCK)
     offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
-    Cl = tl.load(C_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :], mask=ml[:, None] & mn[None, :], other=0.0)
+    Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
     dC = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
-        h = g * R + k * HEADS + j
+        h = h0 + j
         acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
         acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-        dyl = tl.load(dy_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :],
-                      mask=ml[:, None] & mp[None, :], other=0.0)
+        dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
         dCh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
         for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
             offs_s = s0 + tl.arange(0, BLOCK)
             ms = offs_s < Q
             acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
-            Bs = tl.load(B_ptr + ((t0 + offs_s[:, None]) * G + g) * N + offs_n[None, :], mask=ms[:, None] & mn[None, :], other=0.0)
+            Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
             dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-            Xs = tl.load(x_ptr + ((t0 + offs_s[:, None]) * H + h) * P + offs_p[None, :],
-                         mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32) * dt_s[:, None]
+            Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
             dCh += _dot(_dot(dyl, tl.trans(Xs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True), Bs, MM)
         S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :],
                        mask=mp[:, None] & mn[None, :], other=0.0)                                    # (P, N)
         dCh += _dot(dyl, S_in, MM) * tl.exp(acum_l)[:, None]
         tl.store(rowC_ptr + ((b * H + h) * NC + c) * Q + offs_l, tl.sum(dCh * Cl.to(tl.float32), axis=1), mask=ml)
         dC += dCh
+    k = gk % ((H // G) // HEADS)                          # this program's partial of the group's sum
     tl.store(dC_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_l[:, None]) * G + g) * N + offs_n[None, :],
              dC, mask=ml[:, None] & mn[None, :])
 
