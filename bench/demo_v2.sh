@@ -3,6 +3,7 @@
 #   STAGE=data       bash bench/demo_v2.sh   # CPU: 3 art styles (+ Fluent 3D), finer classes; carry .devdata/demo2
 #   STAGE=tokenizer  bash bench/demo_v2.sh   # GPU: vq-f8-small with the patch-GAN (resumes across calls)
 #   STAGE=generator  bash bench/demo_v2.sh   # GPU: tokenize with --augment, aim-small with --keep-best, the judge
+#                                             (trained here unless $D/judge exists: CPU, 40 epochs), metrics.json
 # Step counts come from the environment so the same script runs as a quick CPU check.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -24,9 +25,14 @@ case "${STAGE:-data}" in
     python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $D/vq/tokenizer_ema --out $D/aim \
       --model aim-small --steps ${GEN_STEPS:-3000} --batch-size 256 --lr 4e-4 --eval-every 100 --keep-best \
       --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume )
-    python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val --out $D/judge --device $DEV \
-      --epochs ${JUDGE_EPOCHS:-40} | tail -2
+    [ -f $D/judge/config.json ] || python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val \
+      --out $D/judge --device $DEV --epochs ${JUDGE_EPOCHS:-40} --widths 32,64,128,256 | tail -2
     python -m mambagen sample-many --model $D/aim/best --per-class 40 --out $D/samples --device $DEV $Q | tail -2
     python -m mambagen judge-samples --judge $D/judge --samples $D/samples/samples.npz --ref $D/emoji64/val \
-      --json $D/judge.json --device $DEV | tail -8 ;;
+      --json $D/judge.json --device $DEV | tail -8
+    python -m mambagen eval-nll --model $D/aim/best --data $D/tok-val --device $DEV --json $D/nll.json | tail -1
+    python -m mambagen eval-tokenizer --tokenizer $D/vq/tokenizer_ema --data $D/emoji64/val --judge $D/judge \
+      --device $DEV --json $D/tokenizer.json $Q | tail -3
+    python bench/demo_metrics.py --judge $D/judge.json --tokenizer $D/tokenizer.json --nll $D/nll.json \
+      --out $D/metrics.json --describe "demo v2: aim-small + vq-f8-small (GAN), $LEVEL classes" ;;
 esac
