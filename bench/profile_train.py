@@ -1,6 +1,6 @@
 """Where the time of one AiM/M-VAR training step goes, per kernel: forward, backward and AdamW at the bench's
 setting (bf16 autocast, random weights). Usage:
-    python bench/profile_train.py MODEL BATCH OUT.txt [compile] [torchscan|triton] [nokernels] [chunkN]"""
+    python bench/profile_train.py MODEL BATCH OUT.txt [compile] [torchscan|triton] [kernels] [chunkN]"""
 import sys
 
 import torch
@@ -17,7 +17,7 @@ def main(name, batch, out_path, *opts):
     model = mambagen.create_model(name).cuda().train()
     set_scan_chunk(model, next((int(o[5:]) for o in opts if o.startswith("chunk")), 128))
     set_scan_impl(model, "fast" if "torchscan" in opts else "triton" if "triton" in opts else "auto")
-    set_kernels(model, "nokernels" not in opts)
+    set_kernels(model, "kernels" in opts)
     cfg = model.config
     tokens = torch.randint(0, cfg.vocab_size, (batch, cfg.num_tokens), device="cuda")
     labels = torch.randint(0, cfg.num_classes, (batch,), device="cuda")

@@ -128,7 +128,7 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
 
 def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
                    checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
-                   image_size: int | None = None, kernels: bool = True) -> dict:
+                   image_size: int | None = None, kernels: bool = False) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
     from .models.registry import count_params
     from .train.optim import make_optimizer
@@ -291,13 +291,13 @@ def run_bench(args) -> Path:
     jobs += [dict(kind="decode", tokenizer=t, batch=args.batch[0], precision=args.precision, repeat=args.repeat)
              for t in args.decode]
     scans = {"ref": "reference", "torchscan": "fast", "triton": "triton"}
-    for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:nokernels][:chunkN]
+    for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:kernels][:chunkN]
         name, *opts = spec.split(":")
         chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
         jobs += [dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
                       repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,
                       scan=next((scans[o] for o in opts if o in scans), "auto"), scan_chunk=chunk,
-                      kernels="nokernels" not in opts, image_size=size)
+                      kernels="kernels" in opts, image_size=size)
                  for size in sizes]
     records, errors = [], []
     for job in jobs:

@@ -46,8 +46,14 @@ def test_conv_silu_equals_reference(B, L, D, K, bias):
 
 
 @pytest.mark.parametrize("lead,W,group", [((2, 7), 64, 64), ((3, 5), 96, 32), ((37,), 40, 20)])
-def test_gated_norm_equals_reference(lead, W, group):
-    """Whole rows and groups (ngroups > 1), group widths that are not powers of two, ragged row tiles."""
+@pytest.mark.parametrize("small_tiles", [False, True])
+def test_gated_norm_equals_reference(lead, W, group, small_tiles, monkeypatch):
+    """Whole rows and groups (ngroups > 1), group widths that are not powers of two, ragged row tiles; with
+    small tiles, many backward programs each summing several tiles of the weight gradient."""
+    from mambagen.kernels import gated_norm
+    if small_tiles:
+        monkeypatch.setattr(gated_norm, "TILE", 64)
+        monkeypatch.setattr(gated_norm, "ITERS", 3)
     torch.manual_seed(0)
     norm = RMSNormGated(W, group_size=group).double().to(DEVICE)
     with torch.no_grad():
@@ -83,8 +89,10 @@ def test_mixer_on_the_training_kernels_equals_the_reference_mixer(monkeypatch, c
         assert _rel(a, b) < 1e-4, name
 
 
-def test_kernels_are_only_chosen_for_eager_cuda():
+def test_kernels_are_opt_in_and_only_for_eager_cuda():
     m = Mamba2(d_model=32, d_state=16, headdim=16)
+    assert not m.use_kernels                                            # opt-in until timed on a GPU
+    set_kernels(m, True)
     assert not m._kernels_here(torch.zeros(1))                          # CPU: the PyTorch code
     if torch.cuda.is_available():
         assert m._kernels_here(torch.zeros(1, device="cuda"))

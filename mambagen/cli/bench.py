@@ -17,11 +17,11 @@ def add_parsers(subparsers) -> None:
                         "fast path with per-row streams; record kind sample_many), fast-unfused (AiM without the "
                         "fused Triton kernels), fast-autotune (AiM/GPT with max-autotune matmuls)")
     p.add_argument("--decode", nargs="*", default=["vq-f16"], help="tokenizers whose decode to time")
-    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:nokernels][:chunkN] entries to time a "
+    p.add_argument("--train", nargs="*", default=[], help="MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:kernels][:chunkN] entries to time a "
                    "training step for (compile: torch.compile the model; ckpt: activation checkpointing; the Mamba2 "
                    "scan is chosen as in training unless named: ref the PyTorch reference, torchscan the compiled "
-                   "tensor-core PyTorch scan, triton named; nokernels: eager CUDA without the Triton conv+SiLU and "
-                   "gated norm; chunkN: Mamba2 scan chunk, default 64)")
+                   "tensor-core PyTorch scan, triton named; kernels: eager CUDA with the Triton conv+SiLU and "
+                   "gated norm (opt-in); chunkN: Mamba2 scan chunk, default 64)")
     p.add_argument("--batch", type=int, nargs="+", default=[16], help="generation batch sizes (CFG doubles them)")
     p.add_argument("--train-batch", type=int, default=64, help="batch size of the timed training steps")
     p.add_argument("--image-size", type=int, nargs="*", default=None,

@@ -7,7 +7,7 @@ group of channels, with g = x * SiLU(z),
 
 Eagerly that is about ten elementwise kernels and as many float32 copies of the (tokens, d_inner)
 activation; here the forward reads x and z once and keeps rstd per row and group, and the backward
-reads x, z and d out once:
+reads x, z and d out once (each program sums its tiles' weight gradient before storing a partial):
 
     n = g * rstd,   dg = rstd * (d out * w - n * mean(d out * w * n)),
     dx = dg * SiLU(z),   dz = dg * x * SiLU'(z),   dw = sum over rows of d out * n (per tile of rows).
@@ -18,7 +18,16 @@ import torch
 import triton
 import triton.language as tl
 
-ROWS = 16   # rows of a program: the weight gradient is summed over them before its partial is stored
+TILE = 4096   # elements of a (rows, group) tile: rows per tile = TILE / the padded group width
+ITERS = 16    # tiles of rows a backward program visits, summing its weight gradient before storing it
+
+
+def _tile_rows(block: int) -> int:
+    return max(1, TILE // block)
+
+
+def _warps(block: int) -> int:
+    return 8 if block >= 1024 else 4
 
 
 @triton.jit
@@ -45,20 +54,24 @@ def _gated_norm_fwd_kernel(x_ptr, z_ptr, w_ptr, out_ptr, rstd_ptr, R, W, GS, NG,
 
 @triton.jit
 def _gated_norm_bwd_kernel(x_ptr, z_ptr, w_ptr, rstd_ptr, dout_ptr, dx_ptr, dz_ptr, dw_ptr, R, W, GS, NG,
-                           ROWS: tl.constexpr, BLOCK: tl.constexpr):
+                           ROWS: tl.constexpr, ITERS: tl.constexpr, BLOCK: tl.constexpr):
     rb, grp = tl.program_id(0), tl.program_id(1)
-    rows, offs = rb * ROWS + tl.arange(0, ROWS), tl.arange(0, BLOCK)
-    x, z, m, idx = _gate(x_ptr + grp * GS, z_ptr + grp * GS, rows, offs, R, W, GS)
-    s = tl.sigmoid(z)
-    rstd = tl.load(rstd_ptr + rows * NG + grp, mask=rows < R, other=0.0)[:, None]
-    n = x * z * s * rstd
+    offs = tl.arange(0, BLOCK)
     w = tl.load(w_ptr + grp * GS + offs, mask=offs < GS, other=0.0).to(tl.float32)
-    dout = tl.load(dout_ptr + grp * GS + idx, mask=m, other=0.0).to(tl.float32)
-    dn = dout * w[None, :]
-    dg = rstd * (dn - n * (tl.sum(dn * n, axis=1) / GS)[:, None])
-    tl.store(dx_ptr + grp * GS + idx, (dg * z * s).to(dx_ptr.dtype.element_ty), mask=m)
-    tl.store(dz_ptr + grp * GS + idx, (dg * x * s * (1 + z * (1 - s))).to(dz_ptr.dtype.element_ty), mask=m)
-    tl.store(dw_ptr + rb.to(tl.int64) * W + grp * GS + offs, tl.sum(dout * n, axis=0), mask=offs < GS)
+    dw = tl.zeros((BLOCK,), dtype=tl.float32)
+    for i in range(ITERS):
+        rows = (rb * ITERS + i) * ROWS + tl.arange(0, ROWS)
+        x, z, m, idx = _gate(x_ptr + grp * GS, z_ptr + grp * GS, rows, offs, R, W, GS)
+        s = tl.sigmoid(z)
+        rstd = tl.load(rstd_ptr + rows * NG + grp, mask=rows < R, other=0.0)[:, None]
+        n = x * z * s * rstd
+        dout = tl.load(dout_ptr + grp * GS + idx, mask=m, other=0.0).to(tl.float32)
+        dn = dout * w[None, :]
+        dg = rstd * (dn - n * (tl.sum(dn * n, axis=1) / GS)[:, None])
+        tl.store(dx_ptr + grp * GS + idx, (dg * z * s).to(dx_ptr.dtype.element_ty), mask=m)
+        tl.store(dz_ptr + grp * GS + idx, (dg * x * s * (1 + z * (1 - s))).to(dz_ptr.dtype.element_ty), mask=m)
+        dw += tl.sum(dout * n, axis=0)
+    tl.store(dw_ptr + rb.to(tl.int64) * W + grp * GS + offs, dw, mask=offs < GS)
 
 
 class _GatedNorm(torch.autograd.Function):
@@ -71,8 +84,9 @@ class _GatedNorm(torch.autograd.Function):
         out = torch.empty_like(x)
         rstd = torch.empty(R, ng, device=x.device, dtype=torch.float32)
         BLOCK = triton.next_power_of_2(group_size)
-        _gated_norm_fwd_kernel[(triton.cdiv(R, ROWS), ng)](x, z, weight, out, rstd, R, W, group_size, ng, eps,
-                                                           ROWS=ROWS, BLOCK=BLOCK)
+        rows = _tile_rows(BLOCK)
+        _gated_norm_fwd_kernel[(triton.cdiv(R, rows), ng)](x, z, weight, out, rstd, R, W, group_size, ng, eps,
+                                                           ROWS=rows, BLOCK=BLOCK, num_warps=_warps(BLOCK))
         ctx.save_for_backward(x, z, weight, rstd)
         ctx.group_size, ctx.shape = group_size, shape
         return out.view(shape)
@@ -84,10 +98,12 @@ class _GatedNorm(torch.autograd.Function):
         ng = W // ctx.group_size
         dout = dout.reshape(R, W).contiguous()
         dx, dz = torch.empty_like(x), torch.empty_like(z)
-        grid = (triton.cdiv(R, ROWS), ng)
+        BLOCK = triton.next_power_of_2(ctx.group_size)
+        rows = _tile_rows(BLOCK)
+        grid = (triton.cdiv(R, rows * ITERS), ng)
         dw = torch.empty(grid[0], W, device=x.device, dtype=torch.float32)
         _gated_norm_bwd_kernel[grid](x, z, weight, rstd, dout, dx, dz, dw, R, W, ctx.group_size, ng,
-                                     ROWS=ROWS, BLOCK=triton.next_power_of_2(ctx.group_size))
+                                     ROWS=rows, ITERS=ITERS, BLOCK=BLOCK, num_warps=_warps(BLOCK))
         return dx.view(ctx.shape), dz.view(ctx.shape), dw.sum(0).to(weight.dtype), None, None
 
 

@@ -12,8 +12,8 @@ A cache allocated with `paired_conv=True` makes `step` run everything between th
 two projections as one fused Triton kernel (`kernels/mamba2_step.py`, CUDA decoding).
 The scan itself lives in `ssd_ref` (the spec); on CUDA, training and long prefills run it
 through our Triton kernels (`kernels/ssd_scan.py`), tested against the spec, and eager CUDA
-forwards run the conv+SiLU and the gated norm as Triton kernels too (`kernels/conv_silu.py`,
-`kernels/gated_norm.py`; the PyTorch code beside each call is their reference).
+forwards can run the conv+SiLU and the gated norm as Triton kernels too (`set_kernels`;
+`kernels/conv_silu.py`, `kernels/gated_norm.py`; the PyTorch code beside each call is their reference).
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class Mamba2(nn.Module):
         self.dt_range = (dt_min, dt_max, dt_init_floor)
         self.scan_chunk: int | None = None   # chunk of the reference scan if not chunk_size (see set_scan_chunk)
         self.scan_impl = "auto"              # see set_scan_impl
-        self.use_kernels = True              # eager CUDA: conv+SiLU and gated norm in Triton (see _kernels_here)
+        self.use_kernels = False             # eager CUDA: conv+SiLU and gated norm in Triton (see _kernels_here)
         self.dt_limit = tuple(dt_limit)
         self.A_init_range = A_init_range
 
@@ -152,7 +152,8 @@ class Mamba2(nn.Module):
 
     def _kernels_here(self, t: torch.Tensor) -> bool:
         """Whether the conv+SiLU and the gated norm run as our Triton kernels (`kernels/conv_silu.py`,
-        `kernels/gated_norm.py`, each tested against the PyTorch code beside its call): eager CUDA only.
+        `kernels/gated_norm.py`, each tested against the PyTorch code beside its call): eager CUDA only,
+        and opt-in (`set_kernels`) until they are checked and timed on a GPU (bench/device_run23.sh).
         A compiled model keeps the PyTorch code, which the compiler fuses itself."""
         return self.use_kernels and t.is_cuda and not torch.compiler.is_compiling()
 
@@ -298,7 +299,8 @@ def scan_impl(model: nn.Module, impl: str, chunk: int | None = None):
 
 
 def set_kernels(model: nn.Module, on: bool) -> None:
-    """Use (or not) the Triton conv+SiLU and gated norm in eager CUDA forwards (see `Mamba2._kernels_here`)."""
+    """Use (or not, the default) the Triton conv+SiLU and gated norm in eager CUDA forwards
+    (see `Mamba2._kernels_here`)."""
     for m in model.modules():
         if isinstance(m, Mamba2):
             m.use_kernels = on
