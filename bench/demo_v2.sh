@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 19, next device sessions (not run yet): the richer demo data and its recipe, in calls under 10 minutes.
 #   STAGE=data       bash bench/demo_v2.sh   # CPU: 3 art styles (+ Fluent 3D), finer classes; carry .devdata/demo2
-#   STAGE=tokenizer  bash bench/demo_v2.sh   # GPU: vq-f8-small with the patch-GAN (resumes across calls)
+#   STAGE=tokenizer  bash bench/demo_v2.sh   # GPU: vq-f8-small with the patch-GAN and a judge-feature perceptual
+#                                             loss (resumes across calls)
 #   STAGE=generator  bash bench/demo_v2.sh   # GPU: tokenize with --augment, aim-small with --keep-best, the judge
 #                                             (trained here unless $D/judge exists: CPU, 40 epochs), metrics.json
 # Step counts come from the environment so the same script runs as a quick CPU check.
@@ -12,9 +13,12 @@ LEVEL=${LEVEL:-subcategory}; MIN=${MIN_EMOJI:-30}
 case "${STAGE:-data}" in
   data)
     python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent --level $LEVEL --min-emoji $MIN --force ;;
-  tokenizer)
+  tokenizer)   # the perceptual loss: an LPIPS-like distance over a judge trained for it (seed 1, not the scoring one)
+    [ -f $D/judge_perceptual/config.json ] || python -m mambagen train-judge --data $D/emoji64/train \
+      --val-data $D/emoji64/val --out $D/judge_perceptual --seed 1 --epochs 30 --device $DEV | tail -1
     python -m mambagen train-tokenizer --data $D/emoji64/train --val-data $D/emoji64/val --out $D/vq \
       --tokenizer vq-f8-small --image-size 64 --batch-size 128 --steps ${VQ_STEPS:-20000} --lr 2e-4 --warmup 200 \
+      --perceptual-weights $D/judge_perceptual --perceptual-weight ${PERCEPTUAL:-0.5} \
       --gan-weight 0.5 --disc-start ${DISC_START:-5000} --disc-layers 2 --ema 0.999 --eval-every 2000 \
       --ckpt-every 1000 --num-workers 8 --device $DEV $Q $( [ -d $D/vq/checkpoints ] && echo --resume ) ;;
   generator)

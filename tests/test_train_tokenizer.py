@@ -165,6 +165,27 @@ def test_tiny_run_writes_every_output(data, tmp_path, lpips_file):
         run(cfg, data)
 
 
+def test_a_judge_directory_is_a_perceptual_loss(data, tmp_path):
+    """--perceptual-weights DIR of a judge: an LPIPS-like distance over its stages, zero for identical images,
+    differentiable, resized to the judge's size; a tokenizer trains with it and logs it under its own name."""
+    from mambagen.eval.judge import Judge, JudgeConfig, save_judge
+    from mambagen.train.gan import FeatureDistance, load_perceptual
+    torch.manual_seed(0)
+    judge_dir = save_judge(Judge(JudgeConfig(num_classes=2, image_size=SIZE, widths=(8, 8, 16, 16))), tmp_path / "judge")
+    dist = load_perceptual(judge_dir)
+    assert isinstance(dist, FeatureDistance) and not any(p.requires_grad for p in dist.parameters())
+    x = (torch.rand(2, 3, 2 * SIZE, 2 * SIZE) * 2 - 1).requires_grad_()
+    y = (x.detach() + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    assert dist(x, x).tolist() == [0.0, 0.0] and (dist(x, y) > 0).all()
+    dist(x, y).sum().backward()
+    assert x.grad.abs().sum() > 0
+    out = tmp_path / "run"
+    run(config(data, out, steps=2, perceptual_weights=str(judge_dir)), data)
+    assert "perceptual loss on: the judge's features" in (out / "train.log").read_text()
+    names = {(r["split"], r["name"]) for r in read_log(out / "log.csv")}
+    assert ("train", "perceptual") in names and ("val", "judge_perceptual") in names
+
+
 def test_perceptual_loss_off_without_weights_is_logged(data, tmp_path):
     out = tmp_path / "run"
     run(config(data, out, steps=1, val_data=None), data)

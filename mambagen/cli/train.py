@@ -147,8 +147,9 @@ def add_train_tokenizer(subparsers) -> None:
     g.add_argument("--l2-weight", type=float, default=d["l2_weight"], help="MSE reconstruction weight")
     g.add_argument("--l1-weight", type=float, default=d["l1_weight"], help="L1 reconstruction weight")
     g.add_argument("--perceptual-weights", default=d["perceptual_weights"], metavar="FILE",
-                   help="LPIPS-VGG16 state dict (.safetensors/.pt: torchvision VGG16 features.N.* + lin0..lin4) "
-                   "turning the perceptual loss on; nothing is downloaded, None = off")
+                   help="turns the perceptual loss on: an LPIPS-VGG16 state dict (.safetensors/.pt: torchvision "
+                   "VGG16 features.N.* + lin0..lin4), or a judge directory (mambagen train-judge: an LPIPS-like "
+                   "distance over its stages; score with another judge); nothing is downloaded, None = off")
     g.add_argument("--perceptual-weight", type=float, default=d["perceptual_weight"], help="LPIPS loss weight")
     g.add_argument("--gan-weight", type=float, default=d["gan_weight"], help="hinge GAN weight (0 = off; 0.5 typical)")
     g.add_argument("--disc-start", type=int, default=d["disc_start"], help="step at which the GAN starts")

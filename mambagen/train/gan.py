@@ -9,6 +9,8 @@
   from `disc_start` on (`gan_active`), so the autoencoder first learns to reconstruct.
 * `adaptive_weight`: taming's balance of the reconstruction and adversarial gradients at the
   decoder's last layer (optional).
+* `FeatureDistance`: the same construction over the stages of a judge trained here (`train-judge`), a
+  perceptual loss that needs no downloaded weights (`load_perceptual` takes either).
 * `LPIPS`: the LPIPS-VGG16 perceptual distance, built here (no torchvision) and loaded only from a
   weights file the user provides (`load_lpips`). Keys: torchvision's `features.N.weight/bias` for the
   VGG16 convolutions and LPIPS's `lin0..lin4.model.1.weight` for the linear heads; the layouts of the
@@ -135,6 +137,7 @@ class NetLinLayer(nn.Module):
 
 class LPIPS(nn.Module):
     """LPIPS distance between images in [-1, 1]: (B, 3, H, W) x 2 -> (B,). Frozen; 0 for identical images."""
+    metric = "lpips"   # the name its validation mean is logged under
 
     def __init__(self):
         super().__init__()
@@ -169,6 +172,48 @@ class LPIPS(nn.Module):
             diff = getattr(self, f"lin{i}")((fx - fy).pow(2))  # (B, 1, h, w)
             total = total + diff.mean(dim=(1, 2, 3))  # (B,)
         return total
+
+
+class FeatureDistance(nn.Module):
+    """A perceptual distance from the stages of a CNN trained here (a `mambagen train-judge` directory),
+    built like LPIPS: each stage's features unit-normalised per position, squared differences averaged,
+    summed over the stages, with equal weights where LPIPS learns its heads. Images in [-1, 1]:
+    (B, 3, H, W) x 2 -> (B,), resized to the network's size first. Frozen; 0 for identical images.
+    It needs no downloaded weights; score the results with another judge (another --seed) than this one."""
+    metric = "judge_perceptual"
+
+    def __init__(self, stages: nn.Sequential, size: int):
+        super().__init__()
+        self.stages, self.size = stages, size
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"the perceptual distance expects two image batches of one shape (B, 3, H, W), got "
+                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x, y = (F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False) for t in (x, y))
+        total = 0.0
+        for stage in self.stages:
+            x, y = stage(x), stage(y)
+            fx = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            fy = y / (y.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))   # (B,)
+        return total
+
+
+def load_perceptual(path: str | os.PathLike, device="cpu") -> nn.Module:
+    """The perceptual distance behind --perceptual-weights: a judge directory -> `FeatureDistance` over its
+    stages; a file -> LPIPS-VGG16 (`load_lpips`)."""
+    if os.path.isdir(path):
+        from ..eval.judge import load_judge
+        judge, _ = load_judge(path, device)
+        return FeatureDistance(judge.stages, judge.config.image_size).to(device)
+    return load_lpips(path, device)
 
 
 _IGNORED_PREFIXES = ("scaling_layer.", "classifier.")  # fixed constants / torchvision's VGG classifier

@@ -47,7 +47,7 @@ from ..metrics import SSIM_WINDOW, codebook_usage, psnr, ssim
 from ..tokenizers import create_tokenizer
 from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel
 from ..tokenizers.vq import VQ_CONFIGS, VQModel
-from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_lpips)
+from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_perceptual)
 from .guard import StopSignals, TrainingInterrupted, check_resume, claim_run_folder, cleanup_failed_start
 from .logging import RunLogger
 from .plumbing import (CheckpointFolders, TrainingDiverged, autocast_for, clip_gradients, diverged, ema_init,
@@ -97,7 +97,7 @@ class TokenizerTrainConfig:
     # loss weights; codebook/commitment/entropy weights come from the tokenizer config
     l2_weight: float = 1.0
     l1_weight: float = 0.0
-    perceptual_weights: Optional[str] = None  # LPIPS-VGG16 state dict file; None = no perceptual loss
+    perceptual_weights: Optional[str] = None  # LPIPS-VGG16 state dict file or a judge directory; None = off
     perceptual_weight: float = 1.0
     gan_weight: float = 0.0  # 0 = no GAN; 0.5 is typical
     disc_start: int = 10000  # step at which the GAN terms (and discriminator training) start
@@ -302,8 +302,9 @@ class TokenizerTrainer:
         if cfg.perceptual_weight == 0:
             log.info("perceptual (LPIPS) loss off: --perceptual-weight 0")
             return None
-        lpips = load_lpips(cfg.perceptual_weights, self.device)
-        log.info(f"perceptual loss on: LPIPS-VGG16 from {cfg.perceptual_weights}, weight {cfg.perceptual_weight}")
+        lpips = load_perceptual(cfg.perceptual_weights, self.device)
+        what = "LPIPS-VGG16" if lpips.metric == "lpips" else "the judge's features"
+        log.info(f"perceptual loss on: {what} from {cfg.perceptual_weights}, weight {cfg.perceptual_weight}")
         return lpips
 
     # ---- one optimisation step ----------------------------------------------------------------
@@ -417,7 +418,7 @@ class TokenizerTrainer:
             if min(images.shape[-2:]) >= SSIM_WINDOW:
                 batch["ssim"] = ssim(clamped, images).sum()
             if self.lpips is not None:
-                batch["lpips"] = self.lpips(clamped, images).float().sum()
+                batch[self.lpips.metric] = self.lpips(clamped, images).float().sum()
             for k, v in batch.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += B
