@@ -20,7 +20,7 @@ def assemble(judge: dict, tokenizer: dict, nll: dict, describe: str | None = Non
     real = j["reference_per_class_accuracy"]
     per_class = {c: {"sample_acc": acc, "real_acc": real[c]} for c, acc in j["per_class_accuracy"].items()}
     ratios = {c: v["sample_acc"] / v["real_acc"] if v["real_acc"] else None for c, v in per_class.items()}
-    meeting = [c for c, r in ratios.items() if r is not None and r >= SAMPLE_VS_REAL]
+    meeting = [c for c, v in per_class.items() if v["sample_acc"] >= SAMPLE_VS_REAL * v["real_acc"]]
     fd_ratio = j["fd"] / j["fd_floor"]
     tok = {k: tokenizer[k] for k in ("psnr", "ssim", "codebook_usage", "codebook_size", "n") if k in tokenizer}
     if "judge_fd" in tokenizer:

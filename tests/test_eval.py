@@ -470,3 +470,6 @@ def test_demo_metrics_layout_and_targets():
     assert m["targets"]["classes_meeting"] == "1/2" and m["targets"]["fd_ratio"] == 1.2 and not m["targets"]["met"]
     judge["judge"]["per_class_accuracy"]["b"] = 0.75
     assert dm.assemble(judge, tok, {"bits_per_token": 5.5})["targets"]["met"]
+    judge["judge"]["reference_per_class_accuracy"]["b"] = 0.0      # a class the judge never gets right
+    t = dm.assemble(judge, tok, {"bits_per_token": 5.5})["targets"]
+    assert t["per_class_ratio"]["b"] is None and t["classes_meeting"] == "2/2"
