@@ -99,3 +99,29 @@ def test_scan_choice_by_where_it_runs(monkeypatch):
     assert choose() is ssd_chunked_recomputed and choose(training=False) is ssd_chunked
     with pytest.raises(RuntimeError, match="needs Triton"):
         choose(impl="triton")
+
+
+def test_reference_only_keeps_every_layer_on_its_reference():
+    """Inside kernels.reference_only() "auto" picks the reference scan on CUDA too; the reference sampler
+    (`Sampler(fast=False)`, `mambagen sample --reference`) runs inside it; nesting restores the state."""
+    import mambagen
+    from mambagen.layers import kernels, mamba2
+    from mambagen.sample import pipeline
+    assert kernels.kernels_allowed()
+    with kernels.reference_only():
+        assert not kernels.kernels_allowed()
+        with kernels.reference_only():
+            pass
+        assert not kernels.kernels_allowed()
+        assert mamba2.choose_scan("auto", 256, cuda=True, training=True, compiling=False) is ssd_chunked
+        m = Mamba2(d_model=16, d_state=8, headdim=8)
+        m.use_kernels = True
+        assert not m._kernels_here(torch.zeros(1))
+    assert kernels.kernels_allowed()
+    from mambagen.sample.config import SamplingConfig
+    model = mambagen.create_model("aim-tiny").eval()
+    tokenizer = mambagen.create_tokenizer("vq-tiny").eval()
+    seen, prefill = [], model.prefill
+    model.prefill = lambda *a, **k: seen.append(kernels.kernels_allowed()) or prefill(*a, **k)
+    pipeline.Sampler(model, tokenizer, SamplingConfig(), fast=False).tokens(torch.tensor([0, 1]))
+    assert seen == [False] and kernels.kernels_allowed()

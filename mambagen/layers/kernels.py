@@ -5,6 +5,9 @@ build); callers then use the pure-PyTorch reference. Nothing here is required.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 
 def _optional(module: str, name: str):
     try:
@@ -26,6 +29,26 @@ residual_norm_modulate = _optional("mambagen.kernels.residual_norm", "residual_n
 ssd_chunked_triton = _optional("mambagen.kernels.ssd_scan", "ssd_chunked_triton")
 conv_silu = _optional("mambagen.kernels.conv_silu", "conv_silu")
 gated_rms_norm = _optional("mambagen.kernels.gated_norm", "gated_rms_norm")
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def reference_only():
+    """Inside this block the layers choose their PyTorch references over every optional kernel (the
+    reference samplers run under it, so `--reference` is the readable path on a GPU too)."""
+    before = getattr(_local, "reference", False)
+    _local.reference = True
+    try:
+        yield
+    finally:
+        _local.reference = before
+
+
+def kernels_allowed() -> bool:
+    """False inside `reference_only()`."""
+    return not getattr(_local, "reference", False)
 
 
 def triton_available() -> bool:

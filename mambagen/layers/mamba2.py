@@ -155,7 +155,8 @@ class Mamba2(nn.Module):
         `kernels/gated_norm.py`, each tested against the PyTorch code beside its call): eager CUDA only,
         and opt-in (`set_kernels`) until they are checked and timed on a GPU (bench/device_run23.sh).
         A compiled model keeps the PyTorch code, which the compiler fuses itself."""
-        return self.use_kernels and t.is_cuda and not torch.compiler.is_compiling()
+        return (self.use_kernels and t.is_cuda and not torch.compiler.is_compiling()
+                and kernels.kernels_allowed())
 
     def forward(self, u: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
         """u (B, L, d_model) -> (B, L, d_model). With a cache, continue from its state and update it."""
@@ -219,7 +220,7 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
         dt, A = self._dt_A(dt, _acc(cache.ssm.dtype))              # (B, h), (h,)
-        if kernels.ssm_step_inplace is not None and x.is_cuda:
+        if kernels.ssm_step_inplace is not None and x.is_cuda and kernels.kernels_allowed():
             y = kernels.ssm_step_inplace(cache.ssm, x, dt, A, B, C)   # fused: the state is read and written once
         else:
             y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
@@ -245,7 +246,8 @@ class Mamba2(nn.Module):
 
 
 def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: bool):
-    """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture): our Triton scan
+    """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture and
+    `kernels.reference_only()`): our Triton scan
     (`kernels/ssd_scan.py`) for eager training and for prefills of COMPILED_MIN_LEN tokens or more;
     inside a torch.compile'd model, training keeps the compiled tensor-core PyTorch scan, the one measured
     there (bench/results/h200_run21_training.json: the Triton op in a compiled AiM-L step was not faster
@@ -255,6 +257,8 @@ def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: b
     in the backward pass, when a backward graph is built; eager without); "compiled" compiles it for
     inputs of COMPILED_MIN_LEN tokens or more (one compilation per length) and runs shorter ones eagerly."""
     triton_scan = kernels.ssd_chunked_triton
+    if impl == "auto" and not kernels.kernels_allowed():     # inside kernels.reference_only()
+        impl = "reference"
     if impl == "auto":
         if cuda and training:
             impl = "triton" if triton_scan is not None and not compiling else "fast"

@@ -17,6 +17,7 @@ import weakref
 
 import torch
 
+from ..layers import kernels
 from ..models.registry import family_of
 from ..tokenizers import kind_of
 from .config import SamplingConfig
@@ -108,7 +109,8 @@ class Sampler:
             sampler = fast_sampler(self.model, self.tokenizer, labels.shape[0], self.sampling,
                                    rows=isinstance(rng, RowStreams), compile=self.compile, graph=self.graph)
             return sampler.generate(labels, rng)
-        return self.family.sampler.reference(self.model, self.tokenizer, labels, self.sampling, rng, progress)
+        with kernels.reference_only():   # the readable loop on the readable layers, on a GPU too
+            return self.family.sampler.reference(self.model, self.tokenizer, labels, self.sampling, rng, progress)
 
     def tokens(self, labels: torch.Tensor, rng=None) -> torch.Tensor:
         """(B, N) token ids (every scale in order for next-scale models)."""
