@@ -30,6 +30,8 @@ def _rel(a, b):
     (19, 32, 2, 1, False, True),    # one chunk shorter than the chunk size
     (48, 24, 24, 1, True, False),   # chunk not a power of two; 24 heads per group: 8 programs of 3 heads
     (33, 8, 6, 3, False, False),    # many chunks; no gradient reaches the final state
+    (1, 16, 2, 2, True, True),      # one token; a group per head
+    (9, 1, 2, 1, True, True),       # chunks of one step: everything goes through the carry
 ])
 def test_triton_scan_equals_reference_with_gradients(l, chunk, h, g, with_state, with_dfinal):
     x, dt, A, B, C, s0 = _inputs(b=2, l=l, h=h, p=16, g=g, n=16)
