@@ -293,6 +293,11 @@ def run_bench(args) -> Path:
     scans = {"ref": "reference", "torchscan": "fast", "triton": "triton"}
     for spec in args.train:   # MODEL[:compile][:ckpt][:ref|:torchscan|:triton][:kernels][:chunkN]
         name, *opts = spec.split(":")
+        unknown = [o for o in opts if o not in ("compile", "ckpt", "kernels", *scans)
+                   and not (o.startswith("chunk") and o[5:].isdigit() and int(o[5:]) > 0)]
+        if unknown:
+            raise ValueError(f"--train {spec}: unknown option(s) {', '.join(unknown)}; use compile, ckpt, ref, "
+                             "torchscan, triton, kernels or chunkN (N > 0)")
         chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 64)
         jobs += [dict(kind="training", name=name, batch=args.train_batch, precision=args.precision,
                       repeat=args.repeat, compile_model="compile" in opts, checkpointing="ckpt" in opts,

@@ -3,6 +3,7 @@ seeds' speed claims table. Timings themselves are never asserted (benchmarks, no
 import json
 
 import pytest
+import torch
 
 from mambagen import bench
 from mambagen.cli import main
@@ -39,3 +40,19 @@ def test_claims_table_compares_the_fastest_path_of_each_side():
     assert "1.11x (claim 1.2x) | does not hold" in text                       # M-VAR-d24 vs VAR-d30
     assert "3.00x (claim 20x); memory 2.0 vs 10.0 GiB (80% less, claim > 75%) | does not hold" in text
     assert bench.claims_table([_rec("aim-l", "fast", 16, 80)]) == []          # one side missing: no row
+
+
+@pytest.mark.parametrize("spec", ["aim-tiny:bogus", "aim-tiny:chunk0", "aim-tiny:compile:chunkX"])
+def test_unknown_training_options_are_refused(spec, tmp_path, capsys):
+    assert main(["bench", "--generate", "--decode", "--train", spec, "--device", "cpu", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b.json").exists()
+
+
+def test_training_record_names_the_scan_it_ran(tmp_path):
+    """One CPU training step per setting: the record says which scan "auto" resolved to and whether the
+    opt-in conv/norm kernels ran (never on CPU)."""
+    recs = [bench.bench_training("aim-tiny", 2, "fp32", 1, torch.device("cpu"), scan=scan, kernels=True)
+            for scan in ("auto", "fast")]
+    assert [r["scan_fn"] for r in recs] == ["ssd_chunked", "ssd_chunked_recomputed"]
+    assert not any(r["mamba2_kernels"] for r in recs) and all(r["tokens_per_s"] > 0 for r in recs)
