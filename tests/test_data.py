@@ -297,8 +297,13 @@ def test_select_emoji_at_the_subcategory_level(emoji_src):
     assert next(it for it in items if it.class_name == "heart").category == "Smileys & Emotion / heart"
     split = E.assign_splits(items, 0.1)
     assert {split[it.group] for it in items} == {"train", "val"}
+    named, left_out = E.select_emoji(meta, level="subcategory", min_emoji=6, drop_other=True)
+    assert {it.class_name for it in named} == {"face_smiling", "heart", "animal_mammal"} and len(named) == 55
+    assert sum("animals_and_nature_other (dropped)" in r["reason"] for r in left_out) == 5
     with pytest.raises(ValueError, match="class level"):
         E.select_emoji(meta, level="emoji")
+    with pytest.raises(ValueError, match="subcategory level"):
+        E.select_emoji(meta, drop_other=True)
 
 
 def test_a_code_named_style_is_matched_to_the_metadata_by_unified_code(tmp_path):

@@ -43,6 +43,8 @@ def add_emoji(subparsers) -> None:
                    help="classes: the 9 categories, or the finer subcategories (mammals, fruit, country flags, ...)")
     p.add_argument("--min-emoji", type=int, default=12, help="with --level subcategory: a subcategory with fewer "
                    "base emoji joins its category's <category>_other class")
+    p.add_argument("--no-other", action="store_true", help="with --level subcategory: leave the pooled "
+                   "<category>_other classes out, so every class is one named subcategory")
     p.add_argument("--force", action="store_true", help="replace ROOT if it holds an earlier emoji build")
     p.set_defaults(fn=cmd_emoji)
 
@@ -53,7 +55,7 @@ def cmd_emoji(args) -> None:
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     stats = build_emoji_dataset(args.root, size=args.size, val_fraction=args.val_fraction, styles=styles,
                                 cache_dir=args.cache, force=args.force, include_variations=args.skin_tones,
-                                level=args.level, min_emoji=args.min_emoji)
+                                level=args.level, min_emoji=args.min_emoji, drop_other=args.no_other)
     print(format_summary(stats))
     print(f"wrote {args.root} ({stats['totals']['train']} train + {stats['totals']['val']} val images, "
           f"{args.size}x{args.size}) in {time.time() - t0:.1f} s")

@@ -383,16 +383,19 @@ def class_of(rec: dict, level: str, small: set[str]) -> tuple[str, str]:
 
 def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_variations: bool = False,
                  exclude_categories: Iterable[str] = EXCLUDED_CATEGORIES, level: str = "category",
-                 min_emoji: int = 0) -> tuple[list[EmojiImage], list[dict]]:
+                 min_emoji: int = 0, drop_other: bool = False) -> tuple[list[EmojiImage], list[dict]]:
     """emoji.json records -> (items sorted by class then emoji order, [{"emoji", "reason"}] left out).
 
     Classes are the categories, or with level="subcategory" the finer subcategories (mammals, fruit, country
-    flags, ...), those with fewer than `min_emoji` base emoji merged into their category's "other".
+    flags, ...), those with fewer than `min_emoji` base emoji merged into their category's "other" - or,
+    with `drop_other`, left out (reported), so that every class is one subcategory a person can name.
     Base emoji only unless `include_variations` (skin tones, grouped with their base emoji).
     An emoji is kept with the styles that have an image; with none it is left out and reported.
     """
     if level not in LEVELS:
         raise ValueError(f"class level {level!r}: choose {' or '.join(LEVELS)}")
+    if drop_other and level != "subcategory":
+        raise ValueError("dropping the pooled <category>_other classes needs the subcategory level")
     styles, excluded = tuple(styles), set(exclude_categories)
     per_sub = _counts(r.get("subcategory") or "other" for r in metadata
                       if isinstance(r, dict) and r.get("category") not in excluded)
@@ -418,6 +421,9 @@ def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_v
                 left_out.append({"emoji": key, "reason": f"no image in styles {','.join(styles)}"})
                 continue
             class_name, label = class_of(rec, level, small)
+            if drop_other and class_name.endswith("_other"):
+                left_out.append({"emoji": key, "reason": f"in the pooled class {class_name} (dropped)"})
+                continue
             items.append(EmojiImage(key=key, group=unified, category=label,
                                     class_name=class_name, image=img, styles=have,
                                     sort_order=int(rec.get("sort_order") or 0),
@@ -673,7 +679,7 @@ def write_dataset(items: list[EmojiImage], image_dirs: dict[str, str | os.PathLi
 def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: float = 0.1,
                         styles: Iterable[str] = STYLES, cache_dir: str | os.PathLike | None = None,
                         force: bool = False, include_variations: bool = False, progress: bool = True,
-                        level: str = "category", min_emoji: int = 0) -> dict:
+                        level: str = "category", min_emoji: int = 0, drop_other: bool = False) -> dict:
     """Fetch (or reuse) the packages, select, split and write the dataset at ROOT; return its stats."""
     styles = tuple(dict.fromkeys(styles))
     unknown = [s for s in styles if s not in STYLE_PACKAGES]
@@ -691,7 +697,7 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
     with tempfile.TemporaryDirectory(prefix="mambagen-emoji-") as work:
         metadata, image_dirs, license_text = unpack_packages(tarballs, work, styles)
         items, left_out = select_emoji(metadata, styles, include_variations=include_variations, level=level,
-                                       min_emoji=min_emoji)
+                                       min_emoji=min_emoji, drop_other=drop_other)
         return write_dataset(items, image_dirs, root, size=size, val_fraction=val_fraction, force=force,
                              packages=packages, metadata_license=license_text, left_out=left_out,
                              progress=progress)
