@@ -149,10 +149,12 @@ def _wait_for_rows(log: Path, n: int, proc, timeout=120):
     raise AssertionError("training did not start")
 
 
-def _interrupt(cmd, out: Path, sig, log_rows=3):
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _interrupt(cmd, out: Path, sig, log_rows=3, group=False):
+    """group: signal the whole process group, as Ctrl-C, `timeout` and Slurm do (loader workers too)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     _wait_for_rows(out / "log.csv", log_rows, proc)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     return proc.returncode, stdout, stderr
 
@@ -177,15 +179,18 @@ def test_train_on_a_signal_writes_a_checkpoint_and_says_how_to_resume(tokens, tm
     assert resumed.returncode == 0 and f"at step {step}" in resumed.stdout, resumed.stderr
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_train_tokenizer_on_a_signal_writes_a_checkpoint(tmp_path, sig, code):
+@pytest.mark.parametrize("sig,code,workers", [(signal.SIGINT, 130, 0), (signal.SIGTERM, 143, 0),
+                                              (signal.SIGTERM, 143, 2), (signal.SIGINT, 130, 2)])
+def test_train_tokenizer_on_a_signal_writes_a_checkpoint(tmp_path, sig, code, workers):
+    """With loader workers the signal goes to the whole process group (Ctrl-C, `timeout`, Slurm): the
+    workers ignore it and the trainer still finishes its step and writes the checkpoint."""
     data = _write_images(tmp_path / "img")
     out = tmp_path / "vq"
     cmd = [sys.executable, "-m", "mambagen", "train-tokenizer", "--data", str(data), "--out", str(out),
            "--tokenizer", "vq-tiny", "--image-size", "16", "--batch-size", "4", "--steps", "100000",
-           "--log-every", "1", "--eval-every", "100000", "--ckpt-every", "100000", "--num-workers", "0",
+           "--log-every", "1", "--eval-every", "100000", "--ckpt-every", "100000", "--num-workers", str(workers),
            "--no-progress", "--device", "cpu"]
-    rc, _, stderr = _interrupt(cmd, out, sig)
+    rc, _, stderr = _interrupt(cmd, out, sig, group=workers > 0)
     assert rc == code and "Traceback" not in stderr, stderr
     assert "continue with: mambagen train-tokenizer" in stderr
     ckpt = sorted((out / "checkpoints").glob("step_*"))

@@ -168,6 +168,14 @@ class StopSignals:
         self._old = {}
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init: SIGINT and SIGTERM are for the trainer. Ctrl-C, `timeout` and Slurm
+    signal the whole process group; a worker killed by them would make the loader raise in the middle of
+    the step instead of letting `StopSignals` finish it and write the checkpoint."""
+    for s in StopSignals.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 # ------------------------------------------------------------------------------------------ failed starts
 @contextlib.contextmanager
 def cleanup_failed_start(out: Path, enabled: bool = True):

@@ -48,7 +48,8 @@ from ..tokenizers import create_tokenizer
 from ..tokenizers.msvq import MSVQ_CONFIGS, MSVQModel
 from ..tokenizers.vq import VQ_CONFIGS, VQModel
 from .gan import (NLayerDiscriminator, adaptive_weight, gan_active, hinge_d_loss, hinge_g_loss, load_perceptual)
-from .guard import StopSignals, TrainingInterrupted, check_resume, claim_run_folder, cleanup_failed_start
+from .guard import (StopSignals, TrainingInterrupted, check_resume, claim_run_folder, cleanup_failed_start,
+                    ignore_stop_signals)
 from .logging import RunLogger
 from .plumbing import (CheckpointFolders, TrainingDiverged, autocast_for, clip_gradients, diverged, ema_init,
                        ema_update, lr_at, read_train_state, replace_folder, rng_state, seed_everything, set_rng_state,
@@ -235,7 +236,8 @@ def train_batches(dataset, cfg: TokenizerTrainConfig, start_step: int, pin: bool
     # own generator: the loader's worker base seed must not draw from (and shift) the global RNG
     loader = torch.utils.data.DataLoader(EpochIndexed(dataset, cfg.seed), batch_sampler=sampler,
                                          num_workers=cfg.num_workers, pin_memory=pin,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+                                         generator=torch.Generator().manual_seed(cfg.seed),
+                                         worker_init_fn=ignore_stop_signals)
     for images, _ in loader:
         yield images
 
@@ -247,7 +249,8 @@ def eval_loader(dataset, cfg: TokenizerTrainConfig) -> torch.utils.data.DataLoad
     indices = torch.linspace(0, n - 1, k).round().long().unique().tolist()
     subset = torch.utils.data.Subset(dataset, indices)
     return torch.utils.data.DataLoader(subset, batch_size=cfg.batch_size, shuffle=False,
-                                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(0))
+                                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(0),
+                                       worker_init_fn=ignore_stop_signals)
 
 
 # ============================================================================ checkpoints
