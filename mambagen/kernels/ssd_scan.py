@@ -61,11 +61,32 @@ def _rows(ptr, t, width, col0, cols, mt, mc):
 
 
 @triton.jit
-def _group_heads(gk, H: tl.constexpr, G: tl.constexpr, HEADS: tl.constexpr):
-    """A backward program's group and the first of the HEADS heads it visits (program axis 1: g * splits + k)."""
+def _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q: tl.constexpr, H: tl.constexpr, G: tl.constexpr,
+                 P: tl.constexpr, N: tl.constexpr, BLOCK: tl.constexpr, offs_p, offs_n, mp, mn):
+    """Steps s0 .. s0 + BLOCK of a chunk as the source side s of a causal tile: their offsets, log-decays,
+    B (BLOCK, N) and X = dt x (BLOCK, P) in float32."""
+    offs_s = s0 + tl.arange(0, BLOCK)
+    ms = offs_s < Q
+    acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
+    Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
+    dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
+    Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
+    return offs_s, acum_s, Bs, Xs
+
+
+@triton.jit
+def _backward_program(L, NC, Q: tl.constexpr, H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr,
+                      HEADS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Where a backward program works. Axes: (batch row * chunk, group * splits + split, tile of rows).
+    Returns b, c, the group g, its first head h0 (it visits HEADS heads), the chunk's first step t0, the
+    tile's rows and the column offsets, with their masks."""
+    bc, gk, tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     R: tl.constexpr = H // G
     g = gk // (R // HEADS)
-    return g, g * R + (gk % (R // HEADS)) * HEADS
+    b, c = bc // NC, bc % NC
+    rows, offs_p, offs_n = tile * BLOCK + tl.arange(0, BLOCK), tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    return (b, c, g, g * R + (gk % (R // HEADS)) * HEADS, b.to(tl.int64) * L + c * Q,
+            rows, offs_p, offs_n, rows < Q, offs_p < P, offs_n < N)
 
 
 @triton.jit
@@ -115,6 +136,15 @@ def _chunk_state_kernel(u_ptr, dt_ptr, acum_ptr, v_ptr, out_ptr, L, NC,
 
 
 @triton.jit
+def _carry_start(ptr, HAS: tl.constexpr, BLOCK: tl.constexpr, PN: tl.constexpr):
+    """The carry's starting value for this program's block of one (b, h) state: ptr's, or zeros."""
+    bh, offs = tl.program_id(0), tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    if HAS:
+        return tl.load(ptr + bh.to(tl.int64) * PN + offs, mask=offs < PN, other=0.0).to(tl.float32)
+    return tl.zeros((BLOCK,), dtype=tl.float32)
+
+
+@triton.jit
 def _carry_kernel(own_ptr, acum_ptr, init_ptr, states_ptr, NC, H: tl.constexpr, Q: tl.constexpr,
                   PN: tl.constexpr, HAS_INIT: tl.constexpr, BLOCK: tl.constexpr):
     """states[b, c] = the state entering chunk c, states[b, NC] the final one:
@@ -123,10 +153,7 @@ def _carry_kernel(own_ptr, acum_ptr, init_ptr, states_ptr, NC, H: tl.constexpr, 
     b, h = bh // H, bh % H
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     m = offs < PN
-    if HAS_INIT:
-        s = tl.load(init_ptr + bh.to(tl.int64) * PN + offs, mask=m, other=0.0).to(tl.float32)
-    else:
-        s = tl.zeros((BLOCK,), dtype=tl.float32)
+    s = _carry_start(init_ptr, HAS_INIT, BLOCK, PN)
     for c in range(NC):
         tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + c) * H + h) * PN + offs, s, mask=m)
         decay = tl.exp(tl.load(acum_ptr + (bh * NC + c) * Q + Q - 1))
@@ -144,10 +171,7 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     b, h = bh // H, bh % H
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     m = offs < PN
-    if HAS_DFINAL:
-        ds = tl.load(dfinal_ptr + bh.to(tl.int64) * PN + offs, mask=m, other=0.0).to(tl.float32)
-    else:
-        ds = tl.zeros((BLOCK,), dtype=tl.float32)
+    ds = _carry_start(dfinal_ptr, HAS_DFINAL, BLOCK, PN)
     for k in range(NC):
         c = NC - 1 - k
         tl.store(dout_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, ds, mask=m)
@@ -176,12 +200,8 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
     acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
     for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-        offs_s = s0 + tl.arange(0, BLOCK)
-        ms = offs_s < Q
-        acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
-        Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
-        dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-        Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
+        offs_s, acum_s, Bs, Xs = _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q, H, G, P, N, BLOCK,
+                                              offs_p, offs_n, mp, mn)
         scores = _dot(Cl, tl.trans(Bs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True)     # (L, S)
         acc += _dot(scores, Xs, MM)
     S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
@@ -199,13 +219,9 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
                       BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """For BLOCK steps s of one chunk and HEADS heads of a group (anti-causal: every l >= s):
     dx and the x-part of ddt per head, B . dB per head (for d acum), and the heads' dB summed."""
-    bc, gk, sb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, c = bc // NC, bc % NC
-    g, h0 = _group_heads(gk, H, G, HEADS)
-    t0 = (b.to(tl.int64) * L + c * Q)
-    offs_s = sb * BLOCK + tl.arange(0, BLOCK)
-    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
-    ms, mp, mn = offs_s < Q, offs_p < P, offs_n < N
+    b, c, g, h0, t0, offs_s, offs_p, offs_n, ms, mp, mn = _backward_program(L, NC, Q, H, G, P, N, HEADS, BLOCK,
+                                                                            BLOCK_P, BLOCK_N)
+    bc, sb = tl.program_id(0), tl.program_id(2)
     Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
     dB = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
@@ -237,7 +253,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
         tl.store(ddt_ptr + (t0 + offs_s) * H + h, tl.sum(dX * xs, axis=1), mask=ms)
         tl.store(rowB_ptr + ((b * H + h) * NC + c) * Q + offs_s, tl.sum(dBh * Bs.to(tl.float32), axis=1), mask=ms)
         dB += dBh
-    k = gk % ((H // G) // HEADS)                          # this program's partial of the group's sum
+    k = tl.program_id(1) % ((H // G) // HEADS)           # this program's partial of the group's sum
     tl.store(dB_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_s[:, None]) * G + g) * N + offs_n[None, :],
              dB, mask=ms[:, None] & mn[None, :])
 
@@ -250,13 +266,9 @@ def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC
                    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """For BLOCK steps l of one chunk and HEADS heads of a group (causal: every s <= l):
     C . dC per head (for d acum), and the heads' dC summed."""
-    bc, gk, lb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, c = bc // NC, bc % NC
-    g, h0 = _group_heads(gk, H, G, HEADS)
-    t0 = (b.to(tl.int64) * L + c * Q)
-    offs_l = lb * BLOCK + tl.arange(0, BLOCK)
-    offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
-    ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
+    b, c, g, h0, t0, offs_l, offs_p, offs_n, ml, mp, mn = _backward_program(L, NC, Q, H, G, P, N, HEADS, BLOCK,
+                                                                            BLOCK_P, BLOCK_N)
+    bc, lb = tl.program_id(0), tl.program_id(2)
     Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
     dC = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
@@ -266,19 +278,15 @@ def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC
         dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
         dCh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
         for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-            offs_s = s0 + tl.arange(0, BLOCK)
-            ms = offs_s < Q
-            acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
-            Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
-            dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-            Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
+            offs_s, acum_s, Bs, Xs = _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q, H, G, P, N,
+                                                  BLOCK, offs_p, offs_n, mp, mn)
             dCh += _dot(_dot(dyl, tl.trans(Xs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True), Bs, MM)
         S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :],
                        mask=mp[:, None] & mn[None, :], other=0.0)                                    # (P, N)
         dCh += _dot(dyl, S_in, MM) * tl.exp(acum_l)[:, None]
         tl.store(rowC_ptr + ((b * H + h) * NC + c) * Q + offs_l, tl.sum(dCh * Cl.to(tl.float32), axis=1), mask=ml)
         dC += dCh
-    k = gk % ((H // G) // HEADS)                          # this program's partial of the group's sum
+    k = tl.program_id(1) % ((H // G) // HEADS)           # this program's partial of the group's sum
     tl.store(dC_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_l[:, None]) * G + g) * N + offs_n[None, :],
              dC, mask=ml[:, None] & mn[None, :])
 
