@@ -257,6 +257,13 @@ def cases(f: dict) -> list[tuple[str, list[str]]]:
         ("eval: --samples missing", ["eval", "--samples", str(r / "nope.npz"), "--ref", str(f["images"])]),
         ("eval-nll: --data missing", ["eval-nll", "--model", str(f["pipe"]), "--data", str(r / "nope")]),
         ("eval-tokenizer: --data missing", ["eval-tokenizer", "--tokenizer", str(f["tok"]), "--data", str(r / "nope")]),
+        ("eval-tokenizer: --judge not a judge", ["eval-tokenizer", "--tokenizer", str(f["tok"]), "--data",
+                                                 str(f["images"]), "--judge", str(f["tok"])]),
+        ("train-tokenizer: --perceptual-weights a folder that is no judge",
+         V + ["--perceptual-weights", str(f["tok"]), "--out", str(r / "v6")]),
+        ("bench: --train with an unknown option", ["bench", "--generate", "--decode", "--train", "aim-tiny:fused",
+                                                   "--device", "cpu", "--out", str(r / "b1")]),
+        ("data emoji: --no-other at the category level", ["data", "emoji", str(r / "e1"), "--no-other"]),
         ("judge-samples: --judge missing", ["judge-samples", "--judge", str(r / "nope"), "--samples",
                                             str(r / "x.npz"), "--ref", str(f["images"])]),
     ]

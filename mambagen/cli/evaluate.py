@@ -284,6 +284,10 @@ def _cmd_eval_tokenizer(args) -> None:
     tokenizer = obj.tokenizer if isinstance(obj, Pipeline) else obj
     if not _is_tokenizer(tokenizer):
         raise ValueError(f"{args.tokenizer}: holds a generator without a tokenizer")
+    judge = None
+    if args.judge:   # loaded first: a bad --judge fails before the images are read and reconstructed
+        from ..eval.judge import load_judge
+        judge, _ = load_judge(args.judge, device)
     size = args.image_size or tokenizer.config.image_size
     images = load_image_set(args.data, size, limit=args.limit, seed=args.seed, progress=args.progress)
     metrics, recons = tokenizer_metrics(tokenizer, images.images, batch_size=args.batch_size, device=device,
@@ -308,10 +312,8 @@ def _cmd_eval_tokenizer(args) -> None:
         report["rfid"] = {"available": True, "network": describe_network(net_path), **scores, "floor": floor}
         print(f"  rFID {scores['fid']:.2f} (KID x1e3 {scores['kid'] * 1e3:.2f}) on {len(rec)} reconstructions; "
               f"floor {floor['fid']:.2f} (real vs real: {floor['kind']})")
-    if args.judge:
-        from ..eval.judge import load_judge
+    if judge is not None:
         from ..eval.suite import judge_reconstruction_fd
-        judge, _ = load_judge(args.judge, device)
         report["judge_fd"] = {"judge": str(args.judge), **judge_reconstruction_fd(judge, images.images, recons,
                                                                                   seed=args.seed, device=device)}
         j = report["judge_fd"]

@@ -687,6 +687,8 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
         raise ValueError(f"unknown style(s) {unknown or '(none given)'}; choose from {', '.join(ALL_STYLES)}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if drop_other and level != "subcategory":   # (select_emoji says so too; here before any download)
+        raise ValueError("--no-other drops the pooled <category>_other classes: it needs --level subcategory")
     root = Path(root)
     _check_target(root, force)  # fail before any download
 

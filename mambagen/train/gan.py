@@ -211,7 +211,10 @@ def load_perceptual(path: str | os.PathLike, device="cpu") -> nn.Module:
     stages; a file -> LPIPS-VGG16 (`load_lpips`)."""
     if os.path.isdir(path):
         from ..eval.judge import load_judge
-        judge, _ = load_judge(path, device)
+        try:
+            judge, _ = load_judge(path, device)
+        except CheckpointError as e:
+            raise CheckpointError(f"--perceptual-weights {path}: a folder must be a judge (mambagen train-judge): {e}") from None
         return FeatureDistance(judge.stages, judge.config.image_size).to(device)
     return load_lpips(path, device)
 

@@ -275,8 +275,8 @@ class TokenizerTrainer:
         self.model: VQModel | MSVQModel = build_tokenizer(cfg.tokenizer, image_size=cfg.image_size).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                            weight_decay=cfg.weight_decay)
+        self.lpips = self._build_perceptual()   # first: a bad --perceptual-weights fails before any log line
         self.disc, self.disc_optimizer = self._build_discriminator()
-        self.lpips = self._build_perceptual()
         self.ema = ema_init(self.model) if cfg.ema > 0 else None
         self.track_usage = self.model.config.codebook_show_usage
 
