@@ -6,19 +6,16 @@ import sys
 
 import torch
 
+from mambagen.bench import timeit_calls
 from mambagen.kernels.ssd_scan import ssd_chunked_triton
 from mambagen.layers.ssd_fast import ssd_chunked_recomputed
 
 
 def time_ms(fn, repeat=20):
+    """Median milliseconds of one call, after two warm-up calls (the first compiles / autotunes)."""
     fn(), fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeat
+    times = sorted(timeit_calls(fn, repeat))
+    return times[len(times) // 2] * 1e3
 
 
 def main(out_path):

@@ -26,7 +26,8 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _timeit(fn, repeat: int) -> list[float]:
+def timeit_calls(fn, repeat: int) -> list[float]:
+    """Seconds of each of `repeat` calls of fn, the device synchronised around each."""
     times = []
     for _ in range(repeat):
         _sync()
@@ -101,7 +102,7 @@ def bench_generation(name: str, batch: int, precision: str, path: str, cfg_scale
     with torch.no_grad():
         run()                                                   # warm-up (and compilation)
         setup = time.perf_counter() - t_setup
-        times = _timeit(run, 1 if path == "reference" and setup > 5 else repeat)   # slow references: once
+        times = timeit_calls(run, 1 if path == "reference" and setup > 5 else repeat)   # slow references: once
     spb = sorted(times)[len(times) // 2]
     kind = "sample_many" if path == "sample-many" else "generation"
     return {"kind": kind, "model": name, "path": path, "batch": batch, "cfg": cfg_scale,
@@ -120,17 +121,18 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
     ids = torch.randint(0, tok.codebook_size, (batch, n), device=device)
     with torch.no_grad(), autocast:
         tok.decode(ids)
-        times = _timeit(lambda: tok.decode(ids), repeat)
+        times = timeit_calls(lambda: tok.decode(ids), repeat)
     spb = sorted(times)[len(times) // 2]
     return {"kind": "tokenizer_decode", "model": tokenizer, "batch": batch, "precision": precision,
             "seconds_per_batch": spb, "images_per_s": batch / spb}
 
 
-def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
-                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
-                   image_size: int | None = None, kernels: bool = False) -> dict:
-    """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
-    from .models.registry import count_params
+def training_step(name: str, batch: int, precision: str, device, compile_model: bool = False,
+                  checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
+                  image_size: int | None = None, kernels: bool = False):
+    """(model, step, scan_fn): one optimizer step (forward, backward, AdamW) of a random-weight model on
+    random tokens, as `bench_training` times it and bench/profile_train.py profiles it; scan_fn is the
+    Mamba2 scan a training forward takes (what "auto" resolves to), None without Mamba2."""
     from .train.optim import make_optimizer
     torch.manual_seed(0)
     model = _model(name, device, torch.float32, image_size).train()
@@ -163,9 +165,21 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return model, step, scan_fn
+
+
+def bench_training(name: str, batch: int, precision: str, repeat: int, device, compile_model: bool = False,
+                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
+                   image_size: int | None = None, kernels: bool = False) -> dict:
+    """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
+    from .layers.mamba2 import Mamba2
+    from .models.registry import count_params
+    model, step, scan_fn = training_step(name, batch, precision, device, compile_model, checkpointing, scan,
+                                         scan_chunk, image_size, kernels)
+    has_mamba, N = any(isinstance(m, Mamba2) for m in model.modules()), model.config.num_tokens
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     step(), step()
-    times = _timeit(step, repeat)
+    times = timeit_calls(step, repeat)
     spt = sorted(times)[len(times) // 2]
     params = count_params(model)
     tps = batch * N / spt
