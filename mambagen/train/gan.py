@@ -135,6 +135,13 @@ class NetLinLayer(nn.Module):
         return self.model(x)
 
 
+def unit_feature_diff(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """LPIPS's comparison of two feature maps (B, C, h, w): each position's feature vector unit-normalised,
+    then squared differences per channel (B, C, h, w)."""
+    unit = lambda f: f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+    return (unit(fx) - unit(fy)).pow(2)
+
+
 class LPIPS(nn.Module):
     """LPIPS distance between images in [-1, 1]: (B, 3, H, W) x 2 -> (B,). Frozen; 0 for identical images."""
     metric = "lpips"   # the name its validation mean is logged under
@@ -166,10 +173,7 @@ class LPIPS(nn.Module):
                              f"{tuple(x.shape)} and {tuple(y.shape)}")
         total = 0.0
         for i, (fx, fy) in enumerate(zip(self._taps(x), self._taps(y))):
-            # unit-normalise each position's feature vector, then a learned weighting of squared differences
-            fx = fx / (fx.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            fy = fy / (fy.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            diff = getattr(self, f"lin{i}")((fx - fy).pow(2))  # (B, 1, h, w)
+            diff = getattr(self, f"lin{i}")(unit_feature_diff(fx, fy))  # a learned weighting: (B, 1, h, w)
             total = total + diff.mean(dim=(1, 2, 3))  # (B,)
         return total
 
@@ -200,9 +204,7 @@ class FeatureDistance(nn.Module):
         total = 0.0
         for stage in self.stages:
             x, y = stage(x), stage(y)
-            fx = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            fy = y / (y.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))   # (B,)
+            total = total + unit_feature_diff(x, y).sum(dim=1).mean(dim=(1, 2))   # equal weights: (B,)
         return total
 
 
