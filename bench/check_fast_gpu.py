@@ -62,11 +62,31 @@ def check_fused_step():
     return {"model": "mamba2_step_fused (Triton)", "checks": out}
 
 
+def _aim_b_batch(chunk: int):
+    """AiM-B in training mode with the Mamba2 scan in chunks of `chunk`, and a random batch of 8."""
+    from mambagen.layers.mamba2 import set_scan_chunk
+    model = mambagen.create_model("aim-b").cuda().train()
+    set_scan_chunk(model, chunk)
+    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
+    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
+    return model, tokens, labels
+
+
+def _train_grads(model, tokens, labels, compiled: bool = False):
+    """(loss, every parameter's gradient flattened) of one training forward + backward under bf16 autocast."""
+    torch.manual_seed(1)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, loss = (torch.compile(model) if compiled else model)(tokens, labels)
+    model.zero_grad()
+    loss.backward()
+    return loss.item(), torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None])
+
+
 def check_scan():
     """The compiled tensor-core chunked scan (training) against the reference: values, state and gradients,
     on an AiM-L-shaped layer, in float32 (vs float64) and with bf16 operands (vs float32); then one whole
     AiM-B training loss + gradients under bf16 autocast with each scan."""
-    from mambagen.layers.mamba2 import set_scan_chunk, set_scan_impl
+    from mambagen.layers.mamba2 import set_scan_impl
     from mambagen.layers.ssd_fast import ssd_chunked_compiled
     from mambagen.layers.ssd_ref import ssd_chunked
     rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
@@ -85,32 +105,19 @@ def check_scan():
         g_r = torch.autograd.grad(y_r.square().sum() + s_r.square().sum(), ref_ins)
         out.append({"operands": str(dtype), "reference": str(ref_dtype), "y_rel_err": rel(y, y_r),
                     "state_rel_err": rel(s, s_r), "grad_rel_err": [rel(a, b) for a, b in zip(g, g_r)]})
-    model = mambagen.create_model("aim-b").cuda().train()
-    set_scan_chunk(model, 64)
-    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
-    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
-    losses, grads = [], []
+    model, tokens, labels = _aim_b_batch(64)
+    results = {}
     for impl in ("reference", "fast"):
         set_scan_impl(model, impl)
-        torch.manual_seed(1)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = model(tokens, labels)
-        model.zero_grad()
-        loss.backward()
-        losses.append(loss.item())
-        grads.append(torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None]))
-    out.append({"model": "aim-b train step, bf16 autocast", "loss_reference": losses[0], "loss_fast": losses[1],
-                "grad_rel_err": rel(grads[1], grads[0])})
+        results[impl] = _train_grads(model, tokens, labels)
+    (loss_ref, grad_ref), (loss_fast, grad_fast) = results["reference"], results["fast"]
+    out.append({"model": "aim-b train step, bf16 autocast", "loss_reference": loss_ref, "loss_fast": loss_fast,
+                "grad_rel_err": rel(grad_fast, grad_ref)})
     # the whole model compiled (as `mambagen train --compile` and the bench run it: the conv as shifted sums)
     set_scan_impl(model, "auto")
-    torch.manual_seed(1)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        _, loss = torch.compile(model)(tokens, labels)
-    model.zero_grad()
-    loss.backward()
-    grad = torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None])
+    loss, grad = _train_grads(model, tokens, labels, compiled=True)
     out.append({"model": "aim-b train step, bf16 autocast, compiled model vs eager reference scan",
-                "loss_reference": losses[0], "loss_compiled": loss.item(), "grad_rel_err": rel(grad, grads[0])})
+                "loss_reference": loss_ref, "loss_compiled": loss, "grad_rel_err": rel(grad, grad_ref)})
     return {"model": "ssd_chunked_compiled (training scan)", "checks": out}
 
 
@@ -119,7 +126,7 @@ def check_triton_scan():
     gradients of every input on AiM-L-shaped layers (chunk 128 and 256, with an entering state), float32
     vs float64 and bf16 operands vs float32; then an AiM-B training step under bf16 autocast (eager and
     the whole model compiled) against the reference scan, and an AiM-B fp32 prefill of 200 tokens."""
-    from mambagen.layers.mamba2 import set_scan_chunk, set_scan_impl
+    from mambagen.layers.mamba2 import set_scan_impl
     from mambagen.kernels.ssd_scan import ssd_chunked_triton
     from mambagen.layers.ssd_ref import ssd_chunked
     rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
@@ -143,19 +150,11 @@ def check_triton_scan():
             out.append({"shape": [b, l, h, p, n], "chunk": chunk, "operands": str(dtype), "reference": str(ref_dtype),
                         "y_rel_err": rel(y, y_r), "state_rel_err": rel(s, s_r),
                         "grad_rel_err": dict(zip("x dt A B C s0".split(), (rel(a, c) for a, c in zip(g, g_r))))})
-    model = mambagen.create_model("aim-b").cuda().train()
-    set_scan_chunk(model, 128)
-    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
-    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
+    model, tokens, labels = _aim_b_batch(128)
     results = {}
     for impl, compiled in (("reference", False), ("triton", False), ("auto", True)):
         set_scan_impl(model, impl)
-        torch.manual_seed(1)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = (torch.compile(model) if compiled else model)(tokens, labels)
-        model.zero_grad()
-        loss.backward()
-        results[impl] = (loss.item(), torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None]))
+        results[impl] = _train_grads(model, tokens, labels, compiled)
     for impl in ("triton", "auto"):
         out.append({"model": "aim-b train step, bf16 autocast" + (", compiled model" if impl == "auto" else ""),
                     "scan": "triton", "loss_reference": results["reference"][0], "loss": results[impl][0],
@@ -182,7 +181,7 @@ def check_training_kernels():
     mixer: AiM-L's mixer at batch 8 x 256, forward output and every parameter's gradient, fp32 vs a float64
     copy and under bf16 autocast vs fp32; then an AiM-B training step (loss, gradients) under bf16 autocast."""
     import copy
-    from mambagen.layers.mamba2 import Mamba2, set_kernels, set_scan_chunk, set_scan_impl
+    from mambagen.layers.mamba2 import Mamba2, set_kernels, set_scan_impl
     rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
     torch.manual_seed(0)
     m = Mamba2(d_model=1024, chunk_size=128).cuda()
@@ -205,19 +204,12 @@ def check_training_kernels():
         out.append({"mixer": "aim-l mixer, batch 8 x 256", "fast": "bf16 autocast" if autocast else "float32",
                     "reference": str(ref_dtype), "out_rel_err": rel(y, y_r),
                     "grad_rel_err": {n: rel(g[n], g_r[n]) for n in g}})
-    model = mambagen.create_model("aim-b").cuda().train()
-    set_scan_chunk(model, 128)
-    tokens = torch.randint(0, model.config.vocab_size, (8, model.config.num_tokens), device="cuda")
-    labels = torch.randint(0, model.config.num_classes, (8,), device="cuda")
+    model, tokens, labels = _aim_b_batch(128)
     results = []
     for fast in (False, True):
         set_kernels(model, fast)
         set_scan_impl(model, "triton" if fast else "reference")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = model(tokens, labels)
-        model.zero_grad()
-        loss.backward()
-        results.append((loss.item(), torch.cat([q.grad.flatten().float() for q in model.parameters() if q.grad is not None])))
+        results.append(_train_grads(model, tokens, labels))
     out.append({"model": "aim-b train step, bf16 autocast, eager: Triton conv, scan and norm vs PyTorch",
                 "loss_reference": results[0][0], "loss": results[1][0], "grad_rel_err": rel(results[1][1], results[0][1])})
     return {"model": "Mamba2 training kernels (conv_silu, ssd_scan, gated_norm)", "checks": out}
