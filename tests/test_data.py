@@ -302,8 +302,11 @@ def test_select_emoji_at_the_subcategory_level(emoji_src):
     assert sum("animals_and_nature_other (dropped)" in r["reason"] for r in left_out) == 5
     with pytest.raises(ValueError, match="class level"):
         E.select_emoji(meta, level="emoji")
-    with pytest.raises(ValueError, match="subcategory level"):
+    with pytest.raises(ValueError, match="needs --level subcategory"):
         E.select_emoji(meta, drop_other=True)
+    for bad in (dict(level="emoji"), dict(drop_other=True)):   # refused before anything is fetched
+        with pytest.raises(ValueError, match="class level|needs --level subcategory"):
+            E.build_emoji_dataset("/tmp/never-written", cache_dir="/nonexistent/cache", **bad)
 
 
 def test_a_code_named_style_is_matched_to_the_metadata_by_unified_code(tmp_path):

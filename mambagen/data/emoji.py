@@ -381,6 +381,15 @@ def class_of(rec: dict, level: str, small: set[str]) -> tuple[str, str]:
     return class_folder_name(sub), f"{rec['category']} / {sub}"
 
 
+def check_selection(level: str, drop_other: bool) -> None:
+    """The class level and --no-other, checked once: by `select_emoji`, and by `build_emoji_dataset`
+    before anything is downloaded."""
+    if level not in LEVELS:
+        raise ValueError(f"class level {level!r}: choose {' or '.join(LEVELS)}")
+    if drop_other and level != "subcategory":
+        raise ValueError("--no-other drops the pooled <category>_other classes: it needs --level subcategory")
+
+
 def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_variations: bool = False,
                  exclude_categories: Iterable[str] = EXCLUDED_CATEGORIES, level: str = "category",
                  min_emoji: int = 0, drop_other: bool = False) -> tuple[list[EmojiImage], list[dict]]:
@@ -392,10 +401,7 @@ def select_emoji(metadata: list[dict], styles: Iterable[str] = STYLES, include_v
     Base emoji only unless `include_variations` (skin tones, grouped with their base emoji).
     An emoji is kept with the styles that have an image; with none it is left out and reported.
     """
-    if level not in LEVELS:
-        raise ValueError(f"class level {level!r}: choose {' or '.join(LEVELS)}")
-    if drop_other and level != "subcategory":
-        raise ValueError("dropping the pooled <category>_other classes needs the subcategory level")
+    check_selection(level, drop_other)
     styles, excluded = tuple(styles), set(exclude_categories)
     per_sub = _counts(r.get("subcategory") or "other" for r in metadata
                       if isinstance(r, dict) and r.get("category") not in excluded)
@@ -687,8 +693,7 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
         raise ValueError(f"unknown style(s) {unknown or '(none given)'}; choose from {', '.join(ALL_STYLES)}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if drop_other and level != "subcategory":   # (select_emoji says so too; here before any download)
-        raise ValueError("--no-other drops the pooled <category>_other classes: it needs --level subcategory")
+    check_selection(level, drop_other)   # before any download
     root = Path(root)
     _check_target(root, force)  # fail before any download
 
