@@ -172,11 +172,10 @@ def bench_training(name: str, batch: int, precision: str, repeat: int, device, c
                    checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
                    image_size: int | None = None, kernels: bool = False) -> dict:
     """Tokens/s of one optimizer step (forward, backward, AdamW) and model FLOP utilisation (6 N per token)."""
-    from .layers.mamba2 import Mamba2
     from .models.registry import count_params
     model, step, scan_fn = training_step(name, batch, precision, device, compile_model, checkpointing, scan,
                                          scan_chunk, image_size, kernels)
-    has_mamba, N = any(isinstance(m, Mamba2) for m in model.modules()), model.config.num_tokens
+    has_mamba, N = scan_fn is not None, model.config.num_tokens
     torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
     step(), step()
     times = timeit_calls(step, repeat)
