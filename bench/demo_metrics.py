@@ -6,9 +6,16 @@ the judge-feature Fréchet distance <= 1.5 x its real-vs-real floor.
         --out docs/demo/metrics.json [--describe "aim-small + vq-f8-small, 9 categories"]
 
 judge.json: `mambagen judge-samples --json`; tokenizer.json: `mambagen eval-tokenizer --judge ... --json`;
-nll.json: `mambagen eval-nll --json` (all on the val split)."""
+nll.json: `mambagen eval-nll --json` (all on the val split).
+
+    python bench/demo_metrics.py --pick-cfg sweep_2.json sweep_3.json ...
+
+prints the guidance scale (read from each name, sweep_<cfg>.json: judge-samples of one CFG) whose samples meet
+the per-class target in the most classes, the smaller FD / floor breaking ties; the table goes to stderr."""
 import argparse
 import json
+import re
+import sys
 
 from mambagen.io import write_json
 
@@ -41,14 +48,41 @@ def assemble(judge: dict, tokenizer: dict, nll: dict, describe: str | None = Non
     }
 
 
+def sample_score(judge: dict) -> tuple[int, float, float]:
+    """(classes whose sample accuracy >= 0.9 x real, FD / floor, sample accuracy) of one judge-samples report."""
+    j = judge["judge"]
+    real = j["reference_per_class_accuracy"]
+    meeting = sum(acc >= SAMPLE_VS_REAL * real[c] for c, acc in j["per_class_accuracy"].items())
+    return meeting, j["fd"] / j["fd_floor"], j["sample_accuracy"]
+
+
+def pick_cfg(paths: list[str]) -> float:
+    """The guidance scale of the best sweep report: most classes meeting the target, then the smallest FD ratio."""
+    scored = []
+    for path in paths:
+        m = re.search(r"sweep_([0-9.]+)\.json$", path)
+        if not m:
+            raise SystemExit(f"{path}: expected a sweep_<cfg>.json name")
+        scored.append((float(m.group(1)), *sample_score(json.load(open(path)))))
+    for cfg, meeting, fd_ratio, acc in sorted(scored):
+        print(f"cfg {cfg:g}: classes meeting {meeting}, FD/floor {fd_ratio:.2f}, sample accuracy {acc:.3f}", file=sys.stderr)
+    return max(scored, key=lambda s: (s[1], -s[2]))[0]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--judge", required=True)
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--nll", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--pick-cfg", nargs="+", metavar="SWEEP_JSON", help="print the best guidance scale of a sweep")
+    p.add_argument("--judge")
+    p.add_argument("--tokenizer")
+    p.add_argument("--nll")
+    p.add_argument("--out")
     p.add_argument("--describe", default=None, help="which demo these numbers are of")
     a = p.parse_args()
+    if a.pick_cfg:
+        print(f"{pick_cfg(a.pick_cfg):g}")
+        return
+    if not (a.judge and a.tokenizer and a.nll and a.out):
+        p.error("--judge, --tokenizer, --nll and --out are needed (or --pick-cfg)")
     load = lambda path: json.load(open(path))
     m = assemble(load(a.judge), load(a.tokenizer), load(a.nll), a.describe)
     write_json(a.out, m)
