@@ -20,6 +20,9 @@ chunk's (Q x Q) tiles once more, in the two orders:
 and the gradient of the log-decays falls out of the same tiles: d acum_l = C_l . dC_l - B_l . dB_l
 (per head), plus <dS_out, S_out> at the chunk's last step; a reverse cumulative sum gives d a.
 
+C_l . B_s, the same for every head of a group, is one batched matmul per chunk and group beside the kernels
+(`_chunk_scores`), read by the y and dx/dB kernels instead of recomputed per head.
+
 The matmul operands go to tensor cores in the input dtype (bf16 under autocast), as in mamba_ssm;
 decays, accumulators, states and y are float32. Float32 inputs use exact float32 products.
 """
@@ -35,11 +38,15 @@ BLOCK_STATE = 64  # rows of the chunk-state loop
 MAX_PARTIALS = 8  # the heads of a group are split over this many programs; their dB / dC partials are summed
 
 
-def _tuned(rows: int, key: list[str]):
-    """Tiles of `rows` rows (BLOCK); on a GPU the warps per program are tuned once per `key` (two
-    settings: each one compiles, so a longer list costs seconds per new shape); one in the interpreter."""
-    warps = (4,) if os.environ.get("TRITON_INTERPRET") == "1" else (4, 8)
-    return triton.autotune(configs=[triton.Config({"BLOCK": rows}, num_warps=w, num_stages=2) for w in warps], key=key)
+def _tuned(rows: tuple[int, ...], key: list[str]):
+    """Tiles of BLOCK rows; on a GPU the rows and the warps per program are tuned once per `key` (every
+    setting compiles, so a longer list costs seconds per new shape); the first rows and 4 warps in the interpreter."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        rows, warps = rows[:1], (4,)
+    else:
+        warps = (4, 8)
+    return triton.autotune(configs=[triton.Config({"BLOCK": r}, num_warps=w, num_stages=2) for r in rows for w in warps],
+                           key=key)
 
 
 @triton.jit
@@ -61,17 +68,26 @@ def _rows(ptr, t, width, col0, cols, mt, mc):
 
 
 @triton.jit
-def _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q: tl.constexpr, H: tl.constexpr, G: tl.constexpr,
-                 P: tl.constexpr, N: tl.constexpr, BLOCK: tl.constexpr, offs_p, offs_n, mp, mn):
-    """Steps s0 .. s0 + BLOCK of a chunk as the source side s of a causal tile: their offsets, log-decays,
-    B (BLOCK, N) and X = dt x (BLOCK, P) in float32."""
+def _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q: tl.constexpr, H: tl.constexpr, P: tl.constexpr,
+                 BLOCK: tl.constexpr, offs_p, mp):
+    """Steps s0 .. s0 + BLOCK of a chunk as the source side s of a causal tile: their offsets and mask,
+    log-decays and X = dt x (BLOCK, P) in float32."""
     offs_s = s0 + tl.arange(0, BLOCK)
     ms = offs_s < Q
     acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
-    Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
     dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
     Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
-    return offs_s, acum_s, Bs, Xs
+    return offs_s, ms, acum_s, Xs
+
+
+@triton.jit
+def _scores(cb_ptr, bc, g, G: tl.constexpr, Q: tl.constexpr, offs_l, offs_s, ml, ms, LS: tl.constexpr):
+    """The tile of C_l . B_s (precomputed per chunk and group: every head of the group shares it);
+    LS: as (l, s), else transposed as (s, l)."""
+    base = cb_ptr + (bc.to(tl.int64) * G + g) * Q * Q
+    if LS:
+        return tl.load(base + offs_l[:, None] * Q + offs_s[None, :], mask=ml[:, None] & ms[None, :], other=0.0)
+    return tl.load(base + offs_l[None, :] * Q + offs_s[:, None], mask=ms[:, None] & ml[None, :], other=0.0)
 
 
 @triton.jit
@@ -182,9 +198,9 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     tl.store(dinit_ptr + bh.to(tl.int64) * PN + offs, ds, mask=m)
 
 
-@_tuned(64, key=["H", "G", "P", "N", "Q", "MM"])
+@_tuned((64, 32), key=["H", "G", "P", "N", "Q", "MM"])
 @triton.jit
-def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
+def _y_kernel(x_ptr, dt_ptr, acum_ptr, cb_ptr, C_ptr, states_ptr, y_ptr, L, NC,
               H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
               MM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """y for BLOCK steps of one chunk and head: the in-chunk causal part, then the entering state's."""
@@ -200,19 +216,18 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
     acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
     for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-        offs_s, acum_s, Bs, Xs = _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q, H, G, P, N, BLOCK,
-                                              offs_p, offs_n, mp, mn)
-        scores = _dot(Cl, tl.trans(Bs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True)     # (L, S)
-        acc += _dot(scores, Xs, MM)
+        offs_s, ms, acum_s, Xs = _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
+        scores = _scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, True) * _decay(acum_l, acum_s, offs_l, offs_s, True)
+        acc += _dot(scores, Xs, MM)                                                               # (L, S) @ (S, P)
     S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
                    mask=mp[None, :] & mn[:, None], other=0.0)                                         # (N, P): S_in^T
     acc += _dot(Cl, S_in, MM) * tl.exp(acum_l)[:, None]
     tl.store(y_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :], acc, mask=ml[:, None] & mp[None, :])
 
 
-@_tuned(32, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
-def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
+def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dout_ptr,
                       dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
                       H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                       HEADS: tl.constexpr, MM: tl.constexpr,
@@ -241,7 +256,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
             Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
             dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
             decay = _decay(acum_s, acum_l, offs_s, offs_l, False)                                   # (S, L)
-            dX += _dot(_dot(Bs, tl.trans(Cl), MM) * decay, dyl, MM)
+            dX += _dot(_scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, False) * decay, dyl, MM)
             dBh += _dot(_dot(Xs, tl.trans(dyl), MM) * decay, Cl, MM)
         dS = tl.load(dout_ptr + (((bc.to(tl.int64) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :]),
                      mask=mp[:, None] & mn[None, :], other=0.0)                                       # (P, N)
@@ -258,7 +273,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, dout_ptr,
              dB, mask=ms[:, None] & mn[None, :])
 
 
-@_tuned(32, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC_ptr, rowC_ptr, L, NC,
                    H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
@@ -278,8 +293,8 @@ def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC
         dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
         dCh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
         for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-            offs_s, acum_s, Bs, Xs = _source_tile(x_ptr, dt_ptr, B_ptr, acum_base, t0, s0, h, g, Q, H, G, P, N,
-                                                  BLOCK, offs_p, offs_n, mp, mn)
+            offs_s, ms, acum_s, Xs = _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
+            Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
             dCh += _dot(_dot(dyl, tl.trans(Xs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True), Bs, MM)
         S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :],
                        mask=mp[:, None] & mn[None, :], other=0.0)                                    # (P, N)
@@ -324,6 +339,14 @@ def _prepare(x, dt, A, B, C, chunk_size: int):
     return x, dt, B, C, acum, Q, nc
 
 
+def _chunk_scores(B, C, Q: int):
+    """C_l . B_s for every pair of steps of each chunk and group, float32 (b * nc, g, Q, Q): one small
+    batched matmul instead of one per head in the kernels (a group's heads share B and C)."""
+    b, L, g, n = B.shape
+    Bc, Cc = (t.view(b * (L // Q), Q, g, n).transpose(1, 2).float() for t in (B, C))     # (b*nc, g, Q, n)
+    return torch.matmul(Cc, Bc.transpose(-1, -2)).contiguous()
+
+
 def _heads_per_program(r: int) -> int:
     """Heads of a group one backward program visits: r / (the largest divisor of r <= MAX_PARTIALS)."""
     splits = max(d for d in range(1, min(r, MAX_PARTIALS) + 1) if r % d == 0)
@@ -345,7 +368,7 @@ def _forward(x, dt, A, B, C, initial_state, chunk_size):
                                                     HAS_INIT=initial_state is not None, BLOCK=1024)
     y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
     rows = _row_blocks(Q)
-    _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, dt, acum, B, C, states, y, L, nc, **shape)
+    _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, dt, acum, _chunk_scores(B, C, Q), C, states, y, L, nc, **shape)
     return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(memory_format=torch.contiguous_format), states
 
 
@@ -377,7 +400,7 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     ddt = torch.empty(b, L, h, device=dev, dtype=f32)
     dB = torch.empty(splits, b * nc, Q, g, n, device=dev, dtype=f32)
     rowB = torch.empty(b, h, nc, Q, device=dev, dtype=f32)
-    _bwd_dx_db_kernel[grid](x, dt, acum, B, C, dy, dout, dx, ddt, dB, rowB, L, nc, **shape)
+    _bwd_dx_db_kernel[grid](x, dt, acum, B, C, _chunk_scores(B, C, Q), dy, dout, dx, ddt, dB, rowB, L, nc, **shape)
     dC = torch.empty_like(dB)
     rowC = torch.empty_like(rowB)
     _bwd_dc_kernel[grid](x, dt, acum, B, C, dy, states, dC, rowC, L, nc, **shape)
