@@ -59,6 +59,19 @@ def test_resume_gives_identical_weights(tokens, tmp_path):
     assert len(rows) == len((tmp_path / "a" / "log.csv").read_text().splitlines())  # no duplicated steps
 
 
+def test_resumed_ema_lands_on_the_training_device_with_its_ties(tmp_path):
+    """A resumed run's EMA goes where the model trains (it was left on the CPU once, and the first EMA
+    update after a GPU resume failed), and a tied weight stays one tensor."""
+    from mambagen.io import save_safetensors
+    from mambagen.train.plumbing import load_ema
+    shared = torch.randn(4, 3)
+    save_safetensors(tmp_path / "ema.safetensors", {"tok_emb.weight": shared, "head.weight": shared,
+                                                    "norm.weight": torch.ones(3)})
+    ema = load_ema(tmp_path / "ema.safetensors", torch.device("meta"))
+    assert all(v.device.type == "meta" for v in ema.values())
+    assert ema["tok_emb.weight"] is ema["head.weight"] and ema["norm.weight"] is not ema["head.weight"]
+
+
 def test_keep_best_holds_the_model_at_the_lowest_held_out_bits(tokens, tmp_path):
     train(_cfg(tokens, tmp_path / "k", steps=8, eval_every=1, keep_best=True, lr=0.05, warmup=1))
     lines = (tmp_path / "k" / "log.csv").read_text().splitlines()

@@ -30,7 +30,7 @@ from .guard import StopSignals, TrainingInterrupted, check_resume, claim_run_fol
 from .logging import RunLogger
 from .optim import make_optimizer, scaled_lr
 from .plumbing import (CheckpointFolders, autocast_for, clip_gradients, diverged, ema_init, ema_update, full_tensor,
-                       lr_at, read_train_state, replace_folder, rng_state, set_rng_state, weights_finite,
+                       load_ema, lr_at, read_train_state, replace_folder, rng_state, set_rng_state, weights_finite,
                        write_train_state)
 from .plumbing import TrainingDiverged  # noqa: F401  (what `train` raises; imported from here by callers)
 
@@ -254,7 +254,7 @@ def _train(cfg: TrainConfig, info) -> Path:
             check_finite(weights, str(last / "model.safetensors"), params)
             load_full_state_dicts(model, opt, weights, state["optimizer"])
             if ema is not None and (last / "ema.safetensors").exists():
-                ema = load_safetensors(last / "ema.safetensors")
+                ema = load_ema(last / "ema.safetensors", info.device)
             step, best_bits = state["step"], state.get("best_bits", math.inf)
             set_rng_state(state["rng"])
             if info.main:

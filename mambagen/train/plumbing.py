@@ -208,6 +208,13 @@ def ema_init(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, to
             for k, v in model.state_dict().items()}
 
 
+def load_ema(path: str | Path, device) -> dict[str, torch.Tensor]:
+    """A checkpoint's EMA state on `device` (where the model trains and `ema_init` put it), a tensor stored
+    once under two names (a tie) moved once, so that it stays one tensor."""
+    moved: dict[int, torch.Tensor] = {}
+    return {k: moved.setdefault(id(v), v.to(device)) for k, v in load_safetensors(path).items()}
+
+
 @torch.no_grad()
 def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
     """Parameters move toward the model's by 1 - decay; buffers (code-usage records, constant masks,

@@ -52,7 +52,7 @@ from .guard import (StopSignals, TrainingInterrupted, check_resume, claim_run_fo
                     ignore_stop_signals)
 from .logging import RunLogger
 from .plumbing import (CheckpointFolders, TrainingDiverged, autocast_for, clip_gradients, diverged, ema_init,
-                       ema_update, lr_at, read_train_state, replace_folder, rng_state, seed_everything, set_rng_state,
+                       ema_update, load_ema, lr_at, read_train_state, replace_folder, rng_state, seed_everything, set_rng_state,
                        weights_finite, write_train_state)
 
 log = logging.getLogger(__name__)
@@ -480,7 +480,7 @@ class TokenizerTrainer:
                 log.info(f"{path} has no discriminator: starting a fresh one")
         if self.ema is not None:
             if (path / "ema.safetensors").is_file():
-                self.ema = {k: v.to(self.device) for k, v in load_safetensors(path / "ema.safetensors").items()}
+                self.ema = load_ema(path / "ema.safetensors", self.device)
             else:
                 log.info(f"{path} has no EMA weights: starting the EMA from the current weights")
                 self.ema = ema_init(self.model)
