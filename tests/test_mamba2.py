@@ -94,7 +94,7 @@ def test_compiled_depthwise_conv_equals_conv1d():
     forward and backward."""
     torch.manual_seed(0)
     m = Mamba2(d_model=16, d_state=8, headdim=8).double()
-    x = torch.randn(2, m.conv_dim, m.d_conv - 1 + 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, m.d_conv - 1 + 7, m.conv_dim, dtype=torch.float64, requires_grad=True)
     ref = m._depthwise_conv(x)
     ref.square().sum().backward()
     grads = [x.grad.clone(), m.conv1d.weight.grad.clone(), m.conv1d.bias.grad.clone()]
@@ -108,5 +108,6 @@ def test_compiled_depthwise_conv_equals_conv1d():
     out.square().sum().backward()
     assert traced and not any("conv" in t and "parameters" not in t for t in traced)   # the shifted-sum form
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous()                                      # row-major (B, L, conv_dim): what the scan reads
     for a, b in zip([x.grad, m.conv1d.weight.grad, m.conv1d.bias.grad], grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

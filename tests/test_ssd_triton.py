@@ -54,6 +54,33 @@ def test_triton_scan_equals_reference_with_gradients(l, chunk, h, g, with_state,
         assert a.shape == b.shape and _rel(a, b) < 1e-4, name
 
 
+def test_triton_scan_reads_x_b_c_in_place_as_views_of_the_conv_output():
+    """x, B and C come as column slices of one (b, l, conv_dim) tensor (the conv output): the kernels read
+    them where they are (no copy) and give the reference's values and gradients, the gradient of the
+    conv output included; a channel-major layout (what a transposed conv output is) is copied first."""
+    b, l, h, p, g, n = 2, 24, 4, 8, 2, 16
+    gen = torch.Generator().manual_seed(3)
+    xbc = torch.randn(b, l, h * p + 2 * g * n, generator=gen, dtype=torch.float64).to(DEVICE)
+    dt = (torch.rand(b, l, h, generator=gen, dtype=torch.float64) * 0.5 + 0.05).to(DEVICE)
+    A = -(torch.rand(h, generator=gen, dtype=torch.float64) + 0.5).to(DEVICE)
+    wy = torch.randn(b, l, h, p, generator=gen, dtype=torch.float64).to(DEVICE)
+
+    def run(scan, conv_out):
+        x, B, C = torch.split(conv_out, [h * p, g * n, g * n], dim=-1)
+        x, B, C = x.unflatten(-1, (h, p)), B.unflatten(-1, (g, n)), C.unflatten(-1, (g, n))
+        y, _ = scan(x, dt, A, B, C, 8)
+        return y, torch.autograd.grad((y * wy.to(y.dtype)).sum(), conv_out)[0]
+
+    y_ref, g_ref = run(ssd_chunked, xbc.clone().requires_grad_())
+    y, grad = run(ssd_chunked_triton, xbc.float().requires_grad_())
+    assert _rel(y, y_ref) < 1e-5 and _rel(grad, g_ref) < 1e-4
+    x_view = xbc.float()[..., : h * p].unflatten(-1, (h, p))
+    assert ssd_scan._packed_rows(x_view) is x_view                          # read in place
+    channel_major = xbc.float().transpose(1, 2).contiguous().transpose(1, 2)[..., : h * p].unflatten(-1, (h, p))
+    copied = ssd_scan._packed_rows(channel_major)
+    assert copied is not channel_major and copied.is_contiguous() and torch.equal(copied, x_view)
+
+
 def test_head_split_of_the_backward_programs():
     """Every group's heads are shared out evenly over at most MAX_PARTIALS programs."""
     assert [ssd_scan._heads_per_program(r) for r in (1, 6, 7, 12, 24, 32, 64)] == [1, 1, 1, 2, 3, 4, 8]

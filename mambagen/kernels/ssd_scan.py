@@ -62,13 +62,14 @@ def _dot(a, b, MM: tl.constexpr):
 
 @triton.jit
 def _rows(ptr, t, width, col0, cols, mt, mc):
-    """The tile [t, col0 + cols] of a (steps, width) row-major layout (steps of every batch row in
-    sequence): x and dy are (b*L, h*p), B and C (b*L, g*n); zeros outside the masks."""
+    """The tile [t, col0 + cols] of a layout of rows `width` apart (steps of every batch row in sequence):
+    x and dy rows hold h*p values, B and C rows g*n, and a row may be a slice of a wider one (x, B and C
+    are views of the conv output's rows); zeros outside the masks."""
     return tl.load(ptr + t[:, None] * width + col0 + cols[None, :], mask=mt[:, None] & mc[None, :], other=0.0)
 
 
 @triton.jit
-def _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q: tl.constexpr, H: tl.constexpr, P: tl.constexpr,
+def _source_tile(x_ptr, SX, dt_ptr, acum_base, t0, s0, h, Q: tl.constexpr, H: tl.constexpr, P: tl.constexpr,
                  BLOCK: tl.constexpr, offs_p, mp):
     """Steps s0 .. s0 + BLOCK of a chunk as the source side s of a causal tile: their offsets and mask,
     log-decays and X = dt x (BLOCK, P) in float32."""
@@ -76,7 +77,7 @@ def _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q: tl.constexpr, H: tl.con
     ms = offs_s < Q
     acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
     dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-    Xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
+    Xs = _rows(x_ptr, t0 + offs_s, SX, h * P, offs_p, ms, mp).to(tl.float32) * dt_s[:, None]
     return offs_s, ms, acum_s, Xs
 
 
@@ -119,7 +120,7 @@ def _decay(acum_rows, acum_cols, rows, cols, LOWER: tl.constexpr):
 
 
 @triton.jit
-def _chunk_state_kernel(u_ptr, dt_ptr, acum_ptr, v_ptr, out_ptr, L, NC,
+def _chunk_state_kernel(u_ptr, SU, dt_ptr, acum_ptr, v_ptr, SV, out_ptr, L, NC,
                         H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                         FORWARD: tl.constexpr, MM: tl.constexpr,
                         BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -142,9 +143,9 @@ def _chunk_state_kernel(u_ptr, dt_ptr, acum_ptr, v_ptr, out_ptr, L, NC,
             w = tl.load(dt_ptr + (t0 + offs_l) * H + h, mask=ml, other=0.0) * tl.exp(acum_end - acum)
         else:
             w = tl.exp(acum)
-        u = tl.load(u_ptr + ((t0 + offs_l[None, :]) * H + h) * P + offs_p[:, None],
+        u = tl.load(u_ptr + (t0 + offs_l[None, :]) * SU + h * P + offs_p[:, None],
                     mask=ml[None, :] & (offs_p[:, None] < P), other=0.0).to(tl.float32)      # (P, L)
-        v = tl.load(v_ptr + ((t0 + offs_l[:, None]) * G + g) * N + offs_n[None, :],
+        v = tl.load(v_ptr + (t0 + offs_l[:, None]) * SV + g * N + offs_n[None, :],
                     mask=ml[:, None] & (offs_n[None, :] < N), other=0.0)                     # (L, N)
         acc += _dot(u * w[None, :], v, MM)
     out = out_ptr + (bc.to(tl.int64) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
@@ -200,7 +201,7 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
 
 @_tuned((64, 32), key=["H", "G", "P", "N", "Q", "MM"])
 @triton.jit
-def _y_kernel(x_ptr, dt_ptr, acum_ptr, cb_ptr, C_ptr, states_ptr, y_ptr, L, NC,
+def _y_kernel(x_ptr, SX, dt_ptr, acum_ptr, cb_ptr, C_ptr, SC, states_ptr, y_ptr, L, NC,
               H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
               MM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
     """y for BLOCK steps of one chunk and head: the in-chunk causal part, then the entering state's."""
@@ -213,10 +214,10 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, cb_ptr, C_ptr, states_ptr, y_ptr, L, NC,
     offs_p, offs_n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     ml, mp, mn = offs_l < Q, offs_p < P, offs_n < N
     acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-    Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
+    Cl = _rows(C_ptr, t0 + offs_l, SC, g * N, offs_n, ml, mn)
     acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
     for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-        offs_s, ms, acum_s, Xs = _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
+        offs_s, ms, acum_s, Xs = _source_tile(x_ptr, SX, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
         scores = _scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, True) * _decay(acum_l, acum_s, offs_l, offs_s, True)
         acc += _dot(scores, Xs, MM)                                                               # (L, S) @ (S, P)
     S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
@@ -227,7 +228,7 @@ def _y_kernel(x_ptr, dt_ptr, acum_ptr, cb_ptr, C_ptr, states_ptr, y_ptr, L, NC,
 
 @_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
-def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dout_ptr,
+def _bwd_dx_db_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, cb_ptr, dy_ptr, SDY, dout_ptr,
                       dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
                       H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                       HEADS: tl.constexpr, MM: tl.constexpr,
@@ -237,7 +238,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dou
     b, c, g, h0, t0, offs_s, offs_p, offs_n, ms, mp, mn = _backward_program(L, NC, Q, H, G, P, N, HEADS, BLOCK,
                                                                             BLOCK_P, BLOCK_N)
     bc, sb = tl.program_id(0), tl.program_id(2)
-    Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
+    Bs = _rows(B_ptr, t0 + offs_s, SB, g * N, offs_n, ms, mn)
     dB = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
         h = h0 + j
@@ -245,7 +246,7 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dou
         acum_s = tl.load(acum_base + offs_s, mask=ms, other=0.0)
         acum_end = tl.load(acum_base + Q - 1)
         dt_s = tl.load(dt_ptr + (t0 + offs_s) * H + h, mask=ms, other=0.0)
-        xs = _rows(x_ptr, t0 + offs_s, H * P, h * P, offs_p, ms, mp).to(tl.float32)
+        xs = _rows(x_ptr, t0 + offs_s, SX, h * P, offs_p, ms, mp).to(tl.float32)
         Xs = xs * dt_s[:, None]
         dX = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
         dBh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
@@ -253,8 +254,8 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dou
             offs_l = l0 + tl.arange(0, BLOCK)
             ml = offs_l < Q
             acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-            Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
-            dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
+            Cl = _rows(C_ptr, t0 + offs_l, SC, g * N, offs_n, ml, mn)
+            dyl = _rows(dy_ptr, t0 + offs_l, SDY, h * P, offs_p, ml, mp)
             decay = _decay(acum_s, acum_l, offs_s, offs_l, False)                                   # (S, L)
             dX += _dot(_scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, False) * decay, dyl, MM)
             dBh += _dot(_dot(Xs, tl.trans(dyl), MM) * decay, Cl, MM)
@@ -275,7 +276,8 @@ def _bwd_dx_db_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, cb_ptr, dy_ptr, dou
 
 @_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
-def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC_ptr, rowC_ptr, L, NC,
+def _bwd_dc_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, dy_ptr, SDY, states_ptr, dC_ptr, rowC_ptr,
+                   L, NC,
                    H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
                    HEADS: tl.constexpr, MM: tl.constexpr,
                    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
@@ -284,17 +286,17 @@ def _bwd_dc_kernel(x_ptr, dt_ptr, acum_ptr, B_ptr, C_ptr, dy_ptr, states_ptr, dC
     b, c, g, h0, t0, offs_l, offs_p, offs_n, ml, mp, mn = _backward_program(L, NC, Q, H, G, P, N, HEADS, BLOCK,
                                                                             BLOCK_P, BLOCK_N)
     bc, lb = tl.program_id(0), tl.program_id(2)
-    Cl = _rows(C_ptr, t0 + offs_l, G * N, g * N, offs_n, ml, mn)
+    Cl = _rows(C_ptr, t0 + offs_l, SC, g * N, offs_n, ml, mn)
     dC = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
     for j in range(HEADS):
         h = h0 + j
         acum_base = acum_ptr + ((b * H + h) * NC + c) * Q
         acum_l = tl.load(acum_base + offs_l, mask=ml, other=0.0)
-        dyl = _rows(dy_ptr, t0 + offs_l, H * P, h * P, offs_p, ml, mp)
+        dyl = _rows(dy_ptr, t0 + offs_l, SDY, h * P, offs_p, ml, mp)
         dCh = tl.zeros((BLOCK, BLOCK_N), dtype=tl.float32)
         for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
-            offs_s, ms, acum_s, Xs = _source_tile(x_ptr, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
-            Bs = _rows(B_ptr, t0 + offs_s, G * N, g * N, offs_n, ms, mn)
+            offs_s, ms, acum_s, Xs = _source_tile(x_ptr, SX, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
+            Bs = _rows(B_ptr, t0 + offs_s, SB, g * N, offs_n, ms, mn)
             dCh += _dot(_dot(dyl, tl.trans(Xs), MM) * _decay(acum_l, acum_s, offs_l, offs_s, True), Bs, MM)
         S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[:, None]) * N + offs_n[None, :],
                        mask=mp[:, None] & mn[None, :], other=0.0)                                    # (P, N)
@@ -324,15 +326,25 @@ def _row_blocks(Q: int):
     return lambda meta: triton.cdiv(Q, meta["BLOCK"])
 
 
+def _packed_rows(t: torch.Tensor) -> torch.Tensor:
+    """t (b, L, k, m) as the kernels read it: each step's k*m values packed in one row, rows evenly apart
+    (a row stride of t.stride(1), possibly a slice of a wider row: x, B and C are views of the conv output),
+    or a contiguous copy where t is laid out otherwise."""
+    b, L, k, m = t.shape
+    if t.stride(3) == 1 and t.stride(2) == m and t.stride(1) >= k * m and t.stride(0) == L * t.stride(1):
+        return t
+    return t.contiguous()
+
+
 def _prepare(x, dt, A, B, C, chunk_size: int):
     """Pad the length to whole chunks (zero steps leave the state unchanged) and take the in-chunk
-    cumulative log-decay acum (b, h, c, Q) in float32."""
+    cumulative log-decay acum (b, h, c, Q) in float32. x, B and C keep their rows where they are."""
     b, l, h, p = x.shape
     Q = min(chunk_size, l)
     pad = -l % Q
     if pad:
         x, dt, B, C = (torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-    x, B, C = x.contiguous(), B.contiguous(), C.contiguous()
+    x, B, C = _packed_rows(x), _packed_rows(B), _packed_rows(C)
     dt = dt.float().contiguous()
     nc = x.shape[1] // Q
     acum = (dt * A.float()).view(b, nc, Q, h).cumsum(dim=2).permute(0, 3, 1, 2).contiguous()
@@ -343,7 +355,7 @@ def _chunk_scores(B, C, Q: int):
     """C_l . B_s for every pair of steps of each chunk and group, float32 (b * nc, g, Q, Q): one small
     batched matmul instead of one per head in the kernels (a group's heads share B and C)."""
     b, L, g, n = B.shape
-    Bc, Cc = (t.view(b * (L // Q), Q, g, n).transpose(1, 2).float() for t in (B, C))     # (b*nc, g, Q, n)
+    Bc, Cc = (t.reshape(b * (L // Q), Q, g, n).transpose(1, 2).float() for t in (B, C))  # (b*nc, g, Q, n)
     return torch.matmul(Cc, Bc.transpose(-1, -2)).contiguous()
 
 
@@ -361,14 +373,16 @@ def _forward(x, dt, A, B, C, initial_state, chunk_size):
     BL, BP, BN = _blocks(Q, p, n)
     shape = dict(H=h, G=g, P=p, N=n, Q=Q, MM=mm, BLOCK_P=BP, BLOCK_N=BN)
     own = torch.empty(b, nc, h, p, n, device=x.device, dtype=torch.float32)
-    _chunk_state_kernel[(b * nc, h)](x, dt, acum, B, own, L, nc, FORWARD=True, BLOCK_L=BL, **shape)
+    _chunk_state_kernel[(b * nc, h)](x, x.stride(1), dt, acum, B, B.stride(1), own, L, nc, FORWARD=True, BLOCK_L=BL,
+                                     **shape)
     states = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
     init = initial_state.contiguous() if initial_state is not None else own
     _carry_kernel[(b * h, triton.cdiv(p * n, 1024))](own, acum, init, states, nc, H=h, Q=Q, PN=p * n,
                                                     HAS_INIT=initial_state is not None, BLOCK=1024)
     y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
     rows = _row_blocks(Q)
-    _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, dt, acum, _chunk_scores(B, C, Q), C, states, y, L, nc, **shape)
+    _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, x.stride(1), dt, acum, _chunk_scores(B, C, Q), C, C.stride(1),
+                                                    states, y, L, nc, **shape)
     return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(memory_format=torch.contiguous_format), states
 
 
@@ -378,12 +392,12 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     x_dtype, B_dtype = x.dtype, B.dtype
     x, dt, B, C, acum, Q, nc = _prepare(x, dt, A, B, C, chunk_size)
     L, mm = x.shape[1], _mm(x.dtype)
-    dy = torch.nn.functional.pad(dy, (0, 0, 0, 0, 0, L - l)).contiguous() if L != l else dy.contiguous()
+    dy = _packed_rows(torch.nn.functional.pad(dy, (0, 0, 0, 0, 0, L - l)) if L != l else dy)
     dev, f32 = x.device, torch.float32
     BL, BP, BN = _blocks(Q, p, n)
     sent = torch.empty(b, nc, h, p, n, device=dev, dtype=f32)
-    _chunk_state_kernel[(b * nc, h)](dy, dt, acum, C, sent, L, nc, H=h, G=g, P=p, N=n, Q=Q, FORWARD=False, MM=mm,
-                                     BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
+    _chunk_state_kernel[(b * nc, h)](dy, dy.stride(1), dt, acum, C, C.stride(1), sent, L, nc, H=h, G=g, P=p, N=n, Q=Q,
+                                     FORWARD=False, MM=mm, BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
     dout = torch.empty_like(sent)
     dend = torch.zeros(b, h, nc, device=dev, dtype=f32)
     dinit = torch.empty(b, h, p, n, device=dev, dtype=f32)
@@ -396,14 +410,17 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     shape = dict(H=h, G=g, P=p, N=n, Q=Q, HEADS=heads, MM=mm, BLOCK_P=BP, BLOCK_N=BN)
     rows = _row_blocks(Q)
     grid = lambda meta: (b * nc, g * splits, rows(meta))
-    dx = torch.empty_like(x)
+    dx = torch.empty(b, L, h, p, device=dev, dtype=x.dtype)
     ddt = torch.empty(b, L, h, device=dev, dtype=f32)
     dB = torch.empty(splits, b * nc, Q, g, n, device=dev, dtype=f32)
     rowB = torch.empty(b, h, nc, Q, device=dev, dtype=f32)
-    _bwd_dx_db_kernel[grid](x, dt, acum, B, C, _chunk_scores(B, C, Q), dy, dout, dx, ddt, dB, rowB, L, nc, **shape)
+    strides = dict(SX=x.stride(1), SB=B.stride(1), SC=C.stride(1), SDY=dy.stride(1))
+    _bwd_dx_db_kernel[grid](x_ptr=x, dt_ptr=dt, acum_ptr=acum, B_ptr=B, C_ptr=C, cb_ptr=_chunk_scores(B, C, Q), dy_ptr=dy,
+                            dout_ptr=dout, dx_ptr=dx, ddt_ptr=ddt, dB_ptr=dB, rowB_ptr=rowB, L=L, NC=nc, **strides, **shape)
     dC = torch.empty_like(dB)
     rowC = torch.empty_like(rowB)
-    _bwd_dc_kernel[grid](x, dt, acum, B, C, dy, states, dC, rowC, L, nc, **shape)
+    _bwd_dc_kernel[grid](x_ptr=x, dt_ptr=dt, acum_ptr=acum, B_ptr=B, C_ptr=C, dy_ptr=dy, states_ptr=states, dC_ptr=dC,
+                         rowC_ptr=rowC, L=L, NC=nc, **strides, **shape)
 
     # d acum -> d a (reverse cumulative sum inside each chunk) -> dt and A
     dacum = rowC - rowB

@@ -167,12 +167,11 @@ class Mamba2(nn.Module):
             xBC = kernels.conv_silu(xBC, self.conv1d.weight[:, 0], self.conv1d.bias)   # below, fused
         else:
             # causal depthwise conv: left context is the cache's last inputs (zeros at the start)
-            xBC_t = xBC.transpose(1, 2)                            # (B, conv_dim, L)
-            history = cache.conv if cache is not None else xBC_t.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
-            xBC_t = torch.cat([history.to(xBC_t.dtype), xBC_t], dim=2)
+            history = cache.conv if cache is not None else xBC.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
+            xBC = torch.cat([history.transpose(1, 2).to(xBC.dtype), xBC], dim=1)   # (B, d_conv - 1 + L, conv_dim)
             if cache is not None:
-                cache.conv.copy_(xBC_t[:, :, -(self.d_conv - 1):])
-            xBC = F.silu(self._depthwise_conv(xBC_t)).transpose(1, 2)
+                cache.conv.copy_(xBC[:, -(self.d_conv - 1):].transpose(1, 2))
+            xBC = F.silu(self._depthwise_conv(xBC))                # (B, L, conv_dim)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
@@ -182,19 +181,21 @@ class Mamba2(nn.Module):
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
 
-    def _depthwise_conv(self, xBC_t: torch.Tensor) -> torch.Tensor:
-        """The causal depthwise conv over (B, conv_dim, d_conv - 1 + L) with its left context -> (B, conv_dim, L).
+    def _depthwise_conv(self, xBC: torch.Tensor) -> torch.Tensor:
+        """The causal depthwise conv over (B, d_conv - 1 + L, conv_dim) with its left context -> (B, L, conv_dim).
         Eagerly the library's depthwise conv1d; when compiled, the same sum of d_conv shifted products,
         written out so the compiler fuses it into one elementwise kernel (and its backward into a few):
         the depthwise conv1d kernels are slow (53 us per M-VAR layer, bench/results/
-        h100_run9_profile_mvar_d16_fast.txt), and a compiled graph calls them as opaque kernels."""
+        h100_run9_profile_mvar_d16_fast.txt), and a compiled graph calls them as opaque kernels. The sum
+        runs along time in the (B, L, conv_dim) layout, so its output is row-major as the scan reads it
+        (a channel-major output cost a transposing copy of x, B and C in each direction)."""
         w, b = self.conv1d.weight, self.conv1d.bias                # (conv_dim, 1, d_conv), (conv_dim,)
         if not torch.compiler.is_compiling():
-            return F.conv1d(xBC_t, w, b, groups=self.conv_dim)
-        L = xBC_t.shape[2] - (self.d_conv - 1)
-        w = w[:, 0].to(xBC_t.dtype)                                # as autocast would run the conv
-        out = sum(xBC_t[:, :, k:k + L] * w[:, k, None] for k in range(self.d_conv))
-        return out if b is None else out + b.to(xBC_t.dtype)[:, None]
+            return F.conv1d(xBC.transpose(1, 2), w, b, groups=self.conv_dim).transpose(1, 2)
+        L = xBC.shape[1] - (self.d_conv - 1)
+        w = w[:, 0].to(xBC.dtype)                                  # as autocast would run the conv
+        out = sum(xBC[:, k:k + L] * w[:, k] for k in range(self.d_conv))
+        return out if b is None else out + b.to(xBC.dtype)
 
     def _scan(self, length: int):
         """The scan for an input of `length` tokens now (see `choose_scan`)."""
