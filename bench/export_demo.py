@@ -1,7 +1,7 @@
-"""A trained AiM run's best/ as the shipped demo pipeline: the EMA weights (when the run kept them) and the
+"""A trained AiM run's best/ as the shipped demo pipeline: its weights (or with --ema its EMA) and the
 tokenizer in float16, the class names, the recommended CFG and what the demo is, in one checkpoint folder.
 
-    python bench/export_demo.py RUN/best OUT_DIR --cfg 4.0 --data "mambagen data emoji ..." \\
+    python bench/export_demo.py RUN/best OUT_DIR [--ema] --cfg 4.0 --data "mambagen data emoji ..." \\
         --trained "H200, bench/demo_v2.sh ..." --notice DATA/NOTICE
 
 OUT_DIR is written beside itself and renamed into place (mambagen/assets/emoji-aim-demo is the shipped one)."""
@@ -17,9 +17,10 @@ from mambagen.train.plumbing import replace_folder
 
 
 def export(best: str, out: str, cfg: float, data: str, trained: str, status: str | None = None,
-           notice: str | None = None) -> None:
+           notice: str | None = None, ema: bool = False) -> None:
     meta = read_json(os.path.join(best, "config.json"))
-    ema = "ema.safetensors" in meta.get("files", {})
+    if ema and "ema.safetensors" not in meta.get("files", {}):
+        raise SystemExit(f"{best} holds no EMA weights: leave out --ema")
     pipe = load(best, ema=ema)
     names = class_names(meta)
     if len(names) != pipe.generator.config.num_classes:
@@ -46,13 +47,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("best", help="the run's best/ (or final/) folder: a pipeline with its tokenizer")
     p.add_argument("out")
+    p.add_argument("--ema", action="store_true", help="ship the EMA weights (when they score better held out)")
     p.add_argument("--cfg", type=float, required=True, help="the recommended guidance scale (config.json sampling)")
     p.add_argument("--data", required=True, help="how the training data was built")
     p.add_argument("--trained", required=True, help="where and with which recipe the weights were trained")
     p.add_argument("--status", default=None)
     p.add_argument("--notice", default=None, help="the data's NOTICE (image licenses), copied beside the weights")
     a = p.parse_args()
-    export(a.best, a.out, a.cfg, a.data, a.trained, a.status, a.notice)
+    export(a.best, a.out, a.cfg, a.data, a.trained, a.status, a.notice, a.ema)
 
 
 if __name__ == "__main__":

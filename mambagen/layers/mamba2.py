@@ -153,8 +153,9 @@ class Mamba2(nn.Module):
     def _kernels_here(self, t: torch.Tensor) -> bool:
         """Whether the conv+SiLU and the gated norm run as our Triton kernels (`kernels/conv_silu.py`,
         `kernels/gated_norm.py`, each tested against the PyTorch code beside its call): eager CUDA only,
-        and opt-in (`set_kernels`) until they are checked and timed on a GPU (bench/device_run23.sh).
-        A compiled model keeps the PyTorch code, which the compiler fuses itself."""
+        and opt-in (`set_kernels`): checked on an H200 (bench/results/h200_run24_training_kernels_checks.json),
+        but an eager step with them is slower than a compiled one (docs/speed.md). A compiled model keeps
+        the PyTorch code, which the compiler fuses itself."""
         return (self.use_kernels and t.is_cuda and not torch.compiler.is_compiling()
                 and kernels.kernels_allowed())
 
