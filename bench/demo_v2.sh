@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 19: the richer demo's data and its recipe, in device calls under 10 minutes.
 #   STAGE=data       bash bench/demo_v2.sh   # CPU: 3 art styles (+ Fluent 3D) with skin tones, named subcategories;
-#                                             carry .devdata/demo_v2/emoji64
+#                                             device calls carry .devdata/demo_v2.data.tar.xz (unpacked there)
 #   STAGE=tokenizer  bash bench/demo_v2.sh   # GPU: vq-f8-small with the patch-GAN and a judge-feature perceptual
 #                                             loss (resumes across calls)
 #   STAGE=generator  bash bench/demo_v2.sh   # GPU: tokenize with --augment, aim-small with --keep-best, the judge,
@@ -17,8 +17,11 @@ DATA_OPTS=${DATA_OPTS:-"--level subcategory --min-emoji 20 --no-other --skin-ton
 DESCRIBE="mambagen data emoji --styles google,twitter,fluent $DATA_OPTS (64x64)"
 case "${STAGE:-data}" in
   data)
-    python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent $DATA_OPTS --force ;;
+    python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent $DATA_OPTS --force
+    # what a device call carries: the PNG folder (45 MB) and the repository are over its 64 MiB together
+    tar cf - -C $D emoji64 | xz -T2 -6 > $D.data.tar.xz && ls -la $D.data.tar.xz ;;
   tokenizer)   # the perceptual loss: an LPIPS-like distance over a judge trained for it (seed 1, not the scoring one)
+    [ -d $D/emoji64 ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
     [ -f $D/vq/tokenizer_ema/config.json ] && { echo "tokenizer already trained: $D/vq/tokenizer_ema"; exit 0; }
     [ -f $D/judge_perceptual/config.json ] || python -m mambagen train-judge --data $D/emoji64/train \
       --val-data $D/emoji64/val --out $D/judge_perceptual --seed 1 --epochs 30 --device $DEV | tail -1
