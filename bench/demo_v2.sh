@@ -6,6 +6,7 @@
 #                                             loss (resumes across calls)
 #   STAGE=generator  bash bench/demo_v2.sh   # GPU: tokenize with --augment, aim-small with --keep-best, the judge,
 #                                             a CFG sweep, metrics.json at the best CFG, the fp16 demo pipeline
+#   STAGE=pack       bash bench/demo_v2.sh   # the generator stage's inputs as .devdata/demo_v2.gen.tar, to carry
 # Step counts come from the environment so the same script runs as a quick CPU check (VQ_STEPS=4 GEN_STEPS=3
 # AUGMENT=1 SWEEP=2 PER_CLASS=2). Each training command stops itself after LIMIT seconds with SIGTERM: the
 # trainer writes a checkpoint and the next call resumes it. Make the next call while the device machine is
@@ -33,7 +34,8 @@ case "${STAGE:-data}" in
       || echo "tokenizer training stopped (rc $?): STAGE=tokenizer again resumes it"
     tail -3 $D/vq/log.csv
     [ -n "${OUT:-}" ] && tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png 2>/dev/null; true ;;
-  generator)
+  generator)   # carried instead of the data: $D.gen.tar (tokens, tokenizer, judge, val images; STAGE=pack makes it)
+    [ -d $D/vq/tokenizer_ema ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
     for split in train val; do
       [ -f $D/tok-$split/meta.json ] || python -m mambagen tokenize --data $D/emoji64/$split --tokenizer $D/vq/tokenizer_ema --out $D/tok-$split \
         --augment $( [ $split = train ] && echo ${AUGMENT:-3} || echo 0 ) --device $DEV | tail -1
@@ -78,4 +80,7 @@ case "${STAGE:-data}" in
       tar cf $OUT/demo_results.tar $D/*.json $D/demo_grid.png $D/aim/log.csv $D/aim/curves.png $D/vq/log.csv $D/vq/*.png \
         $D/judge $D/samples/*.png 2>/dev/null
     fi ;;
+  pack)   # what the generator stage needs, small enough to carry with the repository (~22 MB)
+    tar cf $D.gen.tar -C $D tok-train tok-val vq/tokenizer_ema judge emoji64/val emoji64/NOTICE emoji64/stats.json \
+      && ls -la $D.gen.tar ;;
 esac
