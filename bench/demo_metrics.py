@@ -65,7 +65,8 @@ def pick_cfg(paths: list[str]) -> float:
             raise SystemExit(f"{path}: expected a sweep_<cfg>.json name")
         scored.append((float(m.group(1)), *sample_score(json.load(open(path)))))
     for cfg, meeting, fd_ratio, acc in sorted(scored):
-        print(f"cfg {cfg:g}: classes meeting {meeting}, FD/floor {fd_ratio:.2f}, sample accuracy {acc:.3f}", file=sys.stderr)
+        print(f"cfg {cfg:g}: classes meeting {meeting}, FD/floor {fd_ratio:.2f}, sample accuracy {acc:.3f}",
+              file=sys.stderr)
     return max(scored, key=lambda s: (s[1], -s[2]))[0]
 
 

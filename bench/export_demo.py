@@ -24,7 +24,8 @@ def export(best: str, out: str, cfg: float, data: str, trained: str, status: str
     pipe = load(best, ema=ema)
     names = class_names(meta)
     if len(names) != pipe.generator.config.num_classes:
-        raise SystemExit(f"{best}: config.json names {len(names)} classes, the model has {pipe.generator.config.num_classes}")
+        n = pipe.generator.config.num_classes
+        raise SystemExit(f"{best}: config.json names {len(names)} classes, the model has {n}")
     bits = meta.get("val_bits_per_token")
     kept = (f"{'EMA weights, ' if ema else ''}kept at step {meta.get('step')}: the lowest held-out bits/token "
             f"({bits:.2f})" if bits is not None else "the run's final weights")

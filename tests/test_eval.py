@@ -452,13 +452,18 @@ def test_reproduce_runs_end_to_end_on_the_demo_and_resumes(tiny_net, tmp_path, c
     assert main(args[:5] + ["5"] + args[6:]) == 2                             # fewer images than classes
 
 
-def test_demo_metrics_layout_and_targets():
-    """bench/demo_metrics.py: the issue's layout, and a class below 0.9 x its real accuracy fails the targets."""
-    import importlib.util
+def _demo_metrics():
+    """bench/demo_metrics.py as a module (bench/ is scripts, not a package)."""
     from pathlib import Path
     spec = importlib.util.spec_from_file_location("demo_metrics", Path(__file__).parents[1] / "bench" / "demo_metrics.py")
     dm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dm)
+    return dm
+
+
+def test_demo_metrics_layout_and_targets():
+    """bench/demo_metrics.py: the issue's layout, and a class below 0.9 x its real accuracy fails the targets."""
+    dm = _demo_metrics()
     judge = {"judge": {"per_class_accuracy": {"a": 0.9, "b": 0.5}, "reference_per_class_accuracy": {"a": 0.95, "b": 0.8},
                        "sample_accuracy": 0.7, "reference_accuracy": 0.875, "fd": 3.0, "fd_floor": 2.5,
                        "n_samples": 80, "n_reference": 40}}
@@ -473,3 +478,21 @@ def test_demo_metrics_layout_and_targets():
     judge["judge"]["reference_per_class_accuracy"]["b"] = 0.0      # a class the judge never gets right
     t = dm.assemble(judge, tok, {"bits_per_token": 5.5})["targets"]
     assert t["per_class_ratio"]["b"] is None and t["classes_meeting"] == "2/2"
+
+
+def test_demo_metrics_picks_the_guidance_scale_of_a_sweep(tmp_path):
+    """--pick-cfg: the CFG whose samples meet the per-class target in the most classes, the smaller FD ratio
+    breaking a tie; a report not named sweep_<cfg>.json is refused."""
+    dm = _demo_metrics()
+    real = {"a": 1.0, "b": 0.5}
+    sweep = {2: ({"a": 0.95, "b": 0.1}, 9.0), 3: ({"a": 0.95, "b": 0.5}, 6.0), 4.5: ({"a": 0.95, "b": 0.6}, 4.0),
+             6: ({"a": 0.5, "b": 0.9}, 3.0)}
+    paths = []
+    for cfg, (acc, fd) in sweep.items():
+        paths.append(str(tmp_path / f"sweep_{cfg}.json"))
+        json.dump({"judge": {"per_class_accuracy": acc, "reference_per_class_accuracy": real, "fd": fd, "fd_floor": 2.0,
+                             "sample_accuracy": sum(acc.values()) / 2}}, open(paths[-1], "w"))
+    assert dm.pick_cfg(paths) == 4.5          # 3 and 4.5 meet both classes; 4.5 has the smaller FD
+    (tmp_path / "other.json").write_text(open(paths[0]).read())
+    with pytest.raises(SystemExit, match="sweep_<cfg>.json"):
+        dm.pick_cfg([str(tmp_path / "other.json")])

@@ -45,8 +45,8 @@ def _tuned(rows: tuple[int, ...], key: list[str]):
         rows, warps = rows[:1], (4,)
     else:
         warps = (4, 8)
-    return triton.autotune(configs=[triton.Config({"BLOCK": r}, num_warps=w, num_stages=2) for r in rows for w in warps],
-                           key=key)
+    configs = [triton.Config({"BLOCK": r}, num_warps=w, num_stages=2) for r in rows for w in warps]
+    return triton.autotune(configs=configs, key=key)
 
 
 @triton.jit
@@ -218,8 +218,8 @@ def _y_kernel(x_ptr, SX, dt_ptr, acum_ptr, cb_ptr, C_ptr, SC, states_ptr, y_ptr,
     acc = tl.zeros((BLOCK, BLOCK_P), dtype=tl.float32)
     for s0 in range(0, (lb + 1) * BLOCK, BLOCK):
         offs_s, ms, acum_s, Xs = _source_tile(x_ptr, SX, dt_ptr, acum_base, t0, s0, h, Q, H, P, BLOCK, offs_p, mp)
-        scores = _scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, True) * _decay(acum_l, acum_s, offs_l, offs_s, True)
-        acc += _dot(scores, Xs, MM)                                                               # (L, S) @ (S, P)
+        decay = _decay(acum_l, acum_s, offs_l, offs_s, True)                                      # (L, S)
+        acc += _dot(_scores(cb_ptr, bc, g, G, Q, offs_l, offs_s, ml, ms, True) * decay, Xs, MM)   # (L, S) @ (S, P)
     S_in = tl.load(states_ptr + (((b.to(tl.int64) * (NC + 1) + c) * H + h) * P + offs_p[None, :]) * N + offs_n[:, None],
                    mask=mp[None, :] & mn[:, None], other=0.0)                                         # (N, P): S_in^T
     acc += _dot(Cl, S_in, MM) * tl.exp(acum_l)[:, None]
