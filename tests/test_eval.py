@@ -452,18 +452,18 @@ def test_reproduce_runs_end_to_end_on_the_demo_and_resumes(tiny_net, tmp_path, c
     assert main(args[:5] + ["5"] + args[6:]) == 2                             # fewer images than classes
 
 
-def _demo_metrics():
-    """bench/demo_metrics.py as a module (bench/ is scripts, not a package)."""
+def _bench_script(name: str):
+    """bench/<name>.py as a module (bench/ is scripts, not a package)."""
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("demo_metrics", Path(__file__).parents[1] / "bench" / "demo_metrics.py")
-    dm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dm)
-    return dm
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_demo_metrics_layout_and_targets():
     """bench/demo_metrics.py: the issue's layout, and a class below 0.9 x its real accuracy fails the targets."""
-    dm = _demo_metrics()
+    dm = _bench_script("demo_metrics")
     judge = {"judge": {"per_class_accuracy": {"a": 0.9, "b": 0.5}, "reference_per_class_accuracy": {"a": 0.95, "b": 0.8},
                        "sample_accuracy": 0.7, "reference_accuracy": 0.875, "fd": 3.0, "fd_floor": 2.5,
                        "n_samples": 80, "n_reference": 40}}
@@ -483,7 +483,7 @@ def test_demo_metrics_layout_and_targets():
 def test_demo_metrics_picks_the_guidance_scale_of_a_sweep(tmp_path):
     """--pick-cfg: the CFG whose samples meet the per-class target in the most classes, the smaller FD ratio
     breaking a tie; a report not named sweep_<cfg>.json is refused."""
-    dm = _demo_metrics()
+    dm = _bench_script("demo_metrics")
     real = {"a": 1.0, "b": 0.5}
     sweep = {2: ({"a": 0.95, "b": 0.1}, 9.0), 3: ({"a": 0.95, "b": 0.5}, 6.0), 4.5: ({"a": 0.95, "b": 0.6}, 4.0),
              6: ({"a": 0.5, "b": 0.9}, 3.0)}
@@ -496,3 +496,32 @@ def test_demo_metrics_picks_the_guidance_scale_of_a_sweep(tmp_path):
     (tmp_path / "other.json").write_text(open(paths[0]).read())
     with pytest.raises(SystemExit, match="sweep_<cfg>.json"):
         dm.pick_cfg([str(tmp_path / "other.json")])
+
+
+def test_export_demo_ships_fp16_weights_with_classes_cfg_and_notice(tmp_path):
+    """bench/export_demo.py (how the shipped demo is made): a run's best/ becomes a float16 pipeline with its class
+    names, recommended CFG and NOTICE; --ema takes the EMA weights, and refuses a folder without them."""
+    from mambagen.checkpoint import class_names
+    from mambagen.io import load_safetensors, read_json
+    ed = _bench_script("export_demo")
+    torch.manual_seed(0)
+    gen = mambagen.create_model("aim-tiny", vocab_size=256, num_tokens=64, num_classes=2).eval()
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in gen.state_dict().items()}
+    tok = mambagen.create_tokenizer("vq-tiny").eval()
+    best = mambagen.save_model(gen, tmp_path / "best", tokenizer=tok, ema=ema,
+                               extra={"classes": ["cat", "dog"], "step": 9, "val_bits_per_token": 5.0})
+    (tmp_path / "NOTICE").write_text("licenses\n")
+    ed.export(str(best), str(tmp_path / "demo"), 3.5, "data", "here", notice=str(tmp_path / "NOTICE"), ema=True)
+    pipe, meta = mambagen.load(tmp_path / "demo", with_meta=True)
+    assert class_names(meta) == ["cat", "dog"] and meta["sampling"] == {"cfg": 3.5} and meta["val_bits_per_token"] == 5.0
+    stored = load_safetensors(tmp_path / "demo" / "model.safetensors")
+    for weights in (stored, load_safetensors(tmp_path / "demo" / "tokenizer" / "model.safetensors")):
+        assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    for k, v in stored.items():                                                    # the EMA's weights
+        if v.is_floating_point():
+            torch.testing.assert_close(pipe.generator.state_dict()[k].float(), ema[k].half().float())
+    assert (tmp_path / "demo" / "NOTICE").read_text() == "licenses\n"
+    assert "EMA" in read_json(tmp_path / "demo" / "config.json")["demo"]["status"]
+    plain = mambagen.save_model(gen, tmp_path / "plain", tokenizer=tok, extra={"classes": ["cat", "dog"]})
+    with pytest.raises(SystemExit, match="no EMA weights"):
+        ed.export(str(plain), str(tmp_path / "demo2"), 3.5, "data", "here", ema=True)
