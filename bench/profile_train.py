@@ -1,12 +1,44 @@
 """Where the time of one training step goes, per kernel: the bench's training step (`mambagen.bench.training_step`:
-forward, backward and AdamW, bf16 autocast, random weights), profiled for 2 steps after 3 warm-up steps. Usage:
+forward, backward and AdamW, bf16 autocast, random weights), profiled for 2 steps after 3 warm-up steps. Writes the profiler's table to OUT.txt and, beside it, OUT.json: the GPU
+time per step by kind of kernel (our scan, our other kernels, matmuls, layout copies, the compiler's fused kernels,
+the optimizer, the rest) with the largest kernels of each. Usage:
     python bench/profile_train.py MODEL BATCH OUT.txt [compile] [torchscan|triton] [kernels] [chunkN]"""
+import json
+import re
 import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mambagen.bench import training_step
+
+
+KINDS = (   # (kind, pattern on the kernel's name), first match wins
+    ("scan (ours)", r"^_(chunk_state|carry|carry_bwd|y|bwd_dx_db|bwd_dc)_kernel"),
+    ("other Triton kernels (ours)", r"^_\w+_kernel"),
+    ("matmuls", r"gemm|nvjet|cutlass|xmma|cublas|wgmma"),
+    ("compiler's fused kernels", r"^triton_"),
+    ("layout copies", r"copy|Copy|Memcpy|Memset"),
+    ("optimizer", r"multi_tensor|adam|Adam"),
+)
+
+
+def kind_of(kernel: str) -> str:
+    return next((kind for kind, pattern in KINDS if re.search(pattern, kernel)), "other")
+
+
+def by_kind(events, steps: int) -> dict:
+    """GPU milliseconds per step of each kind of kernel, and each kind's five largest kernels."""
+    kinds: dict = {}
+    for e in events:
+        if "CUDA" not in str(e.device_type) or e.self_device_time_total <= 0:
+            continue                                  # CPU-side ops: their kernels are counted as kernels
+        k = kinds.setdefault(kind_of(e.key), {"ms": 0.0, "kernels": {}})
+        k["ms"] += e.self_device_time_total / 1e3 / steps
+        k["kernels"][e.key[:120]] = k["kernels"].get(e.key[:120], 0.0) + e.self_device_time_total / 1e3 / steps
+    for k in kinds.values():
+        k["kernels"] = dict(sorted(k["kernels"].items(), key=lambda kv: -kv[1])[:5])
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["ms"]))
 
 
 def main(name, batch, out_path, *opts):
@@ -25,7 +57,11 @@ def main(name, batch, out_path, *opts):
     head = (f"# {name} batch {batch} x {model.config.num_tokens}, options {list(opts)}, scan {scan_fn}, 2 steps, "
             f"{torch.cuda.get_device_name()}\n")
     open(out_path, "w").write(head + table)
-    print(head + "\n".join(table.splitlines()[:25]))
+    kinds = by_kind(prof.key_averages(), steps=2)
+    json.dump({"model": name, "batch": batch, "options": list(opts), "scan": scan_fn, "device": torch.cuda.get_device_name(),
+               "gpu_ms_per_step": sum(k["ms"] for k in kinds.values()), "by_kind": kinds},
+              open(re.sub(r"\.txt$", "", out_path) + ".json", "w"), indent=1)
+    print(head + "\n".join(f"{kind}: {k['ms']:.1f} ms/step" for kind, k in kinds.items()))
 
 
 if __name__ == "__main__":
