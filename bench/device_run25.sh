@@ -10,8 +10,8 @@ export PYTHONPATH=$PWD NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > $OUT/h200_run25_env.txt
 timeout 90 python -m pytest -q -p no:cacheprovider tests/test_ssd_triton.py 2>&1 | tail -5 > $OUT/h200_run25_tests.txt
 tail -1 $OUT/h200_run25_tests.txt
-timeout 180 python bench/check_fast_gpu.py $OUT/h200_run25_triton_scan_checks.json triton-scan 2>&1 | tail -2 | cut -c1-400
-timeout 270 python -m mambagen bench --generate --decode --train aim-l:compile:chunk128:triton aim-l:compile:chunk128 \
+timeout 160 python bench/check_fast_gpu.py $OUT/h200_run25_triton_scan_checks.json triton-scan 2>&1 | tail -2 | cut -c1-400
+timeout 250 python -m mambagen bench --generate --decode --train aim-l:compile:chunk128:triton aim-l:compile:chunk128 \
   --train-batch 64 --repeat 2 --precision bf16 --out $OUT/h200_run25_training 2>&1 | grep -v "^{" | tail -6
 timeout 80 python bench/profile_train.py aim-l 64 $OUT/h200_run25_profile_aim_l_compiled_triton.txt compile triton chunk128 \
   2>&1 | tail -9
