@@ -114,3 +114,10 @@ def test_custom_op_registration_is_consistent():
     y, final, states = ssd_scan._scan_op(x, dt, A, B, C, s0, 16)
     torch.library.opcheck(ssd_scan._scan_backward_op, (torch.randn_like(y), torch.randn_like(final), x, dt, A, B, C,
                                                        states, 16), test_utils=("test_schema", "test_faketensor"))
+    # half-precision operands: the carried states are stored in that dtype (the fake kernel says so too)
+    xh, Bh, Ch = x.half(), B.half(), C.half()
+    torch.library.opcheck(ssd_scan._scan_op, (xh, dt, A, Bh, Ch, s0, 16), test_utils=checks)
+    y, final, states = ssd_scan._scan_op(xh, dt, A, Bh, Ch, s0, 16)
+    assert states.dtype == torch.float16 and final.dtype == y.dtype == torch.float32
+    torch.library.opcheck(ssd_scan._scan_backward_op, (torch.randn_like(y), torch.randn_like(final), xh, dt, A, Bh, Ch,
+                                                       states, 16), test_utils=("test_schema", "test_faketensor"))

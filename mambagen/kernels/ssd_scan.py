@@ -24,7 +24,8 @@ C_l . B_s, the same for every head of a group, is one batched matmul per chunk a
 (`_chunk_scores`), read by the y and dx/dB kernels instead of recomputed per head.
 
 The matmul operands go to tensor cores in the input dtype (bf16 under autocast), as in mamba_ssm;
-decays, accumulators, states and y are float32. Float32 inputs use exact float32 products.
+decays, accumulators, the carry and y are float32, and the carried states are stored in the operand dtype
+(`_states_dtype`), the final state in float32. Float32 inputs use exact float32 products.
 """
 from __future__ import annotations
 
@@ -162,20 +163,23 @@ def _carry_start(ptr, HAS: tl.constexpr, BLOCK: tl.constexpr, PN: tl.constexpr):
 
 
 @triton.jit
-def _carry_kernel(own_ptr, acum_ptr, init_ptr, states_ptr, NC, H: tl.constexpr, Q: tl.constexpr,
+def _carry_kernel(own_ptr, acum_ptr, init_ptr, states_ptr, final_ptr, NC, H: tl.constexpr, Q: tl.constexpr,
                   PN: tl.constexpr, HAS_INIT: tl.constexpr, BLOCK: tl.constexpr):
-    """states[b, c] = the state entering chunk c, states[b, NC] the final one:
-    S_{c+1} = exp(acum_end[c]) S_c + own[c]."""
+    """states[b, c] = the state entering chunk c, states[b, NC] the final one (in the dtype the matmuls read
+    them in), and the final one in float32 too: S_{c+1} = exp(acum_end[c]) S_c + own[c], carried in float32."""
     bh, blk = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     m = offs < PN
     s = _carry_start(init_ptr, HAS_INIT, BLOCK, PN)
     for c in range(NC):
-        tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + c) * H + h) * PN + offs, s, mask=m)
+        tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + c) * H + h) * PN + offs,
+                 s.to(states_ptr.dtype.element_ty), mask=m)
         decay = tl.exp(tl.load(acum_ptr + (bh * NC + c) * Q + Q - 1))
         s = decay * s + tl.load(own_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, mask=m, other=0.0)
-    tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + NC) * H + h) * PN + offs, s, mask=m)
+    tl.store(states_ptr + ((b.to(tl.int64) * (NC + 1) + NC) * H + h) * PN + offs,
+             s.to(states_ptr.dtype.element_ty), mask=m)
+    tl.store(final_ptr + bh.to(tl.int64) * PN + offs, s, mask=m)
 
 
 @triton.jit
@@ -191,8 +195,9 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     ds = _carry_start(dfinal_ptr, HAS_DFINAL, BLOCK, PN)
     for k in range(NC):
         c = NC - 1 - k
-        tl.store(dout_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, ds, mask=m)
-        s_out = tl.load(states_ptr + ((b.to(tl.int64) * (NC + 1) + c + 1) * H + h) * PN + offs, mask=m, other=0.0)
+        tl.store(dout_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, ds.to(dout_ptr.dtype.element_ty), mask=m)
+        s_out = tl.load(states_ptr + ((b.to(tl.int64) * (NC + 1) + c + 1) * H + h) * PN + offs, mask=m,
+                        other=0.0).to(tl.float32)
         tl.atomic_add(dend_ptr + bh * NC + c, tl.sum(ds * s_out, axis=0))
         decay = tl.exp(tl.load(acum_ptr + (bh * NC + c) * Q + Q - 1))
         ds = decay * ds + tl.load(sent_ptr + ((b.to(tl.int64) * NC + c) * H + h) * PN + offs, mask=m, other=0.0)
@@ -315,6 +320,13 @@ def _mm(dtype: torch.dtype) -> int:
     return {torch.bfloat16: 1, torch.float16: 2}.get(dtype, 0)
 
 
+def _states_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The carried states as stored for the kernels that read them: in the matmul operand dtype (the y and
+    dC kernels cast them to it anyway, and they are re-read once per tile of rows: half the bytes), as
+    mamba_ssm keeps them; float32 for float32 inputs."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def _blocks(Q: int, p: int, n: int):
     """Rows of the chunk-state loop, and the padded head and state widths (tl.dot needs >= 16)."""
     return (min(BLOCK_STATE, max(16, triton.next_power_of_2(Q))),
@@ -375,15 +387,16 @@ def _forward(x, dt, A, B, C, initial_state, chunk_size):
     own = torch.empty(b, nc, h, p, n, device=x.device, dtype=torch.float32)
     _chunk_state_kernel[(b * nc, h)](x, x.stride(1), dt, acum, B, B.stride(1), own, L, nc, FORWARD=True, BLOCK_L=BL,
                                      **shape)
-    states = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
+    states = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=_states_dtype(x.dtype))
+    final = torch.empty(b, h, p, n, device=x.device, dtype=torch.float32)
     init = initial_state.contiguous() if initial_state is not None else own
-    _carry_kernel[(b * h, triton.cdiv(p * n, 1024))](own, acum, init, states, nc, H=h, Q=Q, PN=p * n,
+    _carry_kernel[(b * h, triton.cdiv(p * n, 1024))](own, acum, init, states, final, nc, H=h, Q=Q, PN=p * n,
                                                     HAS_INIT=initial_state is not None, BLOCK=1024)
     y = torch.empty(b, L, h, p, device=x.device, dtype=torch.float32)
     rows = _row_blocks(Q)
     _y_kernel[lambda meta: (b * nc, h, rows(meta))](x, x.stride(1), dt, acum, _chunk_scores(B, C, Q), C, C.stride(1),
                                                     states, y, L, nc, **shape)
-    return y[:, :l].contiguous() if L != l else y, states[:, -1].clone(memory_format=torch.contiguous_format), states
+    return y[:, :l].contiguous() if L != l else y, final, states
 
 
 def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
@@ -398,7 +411,7 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     sent = torch.empty(b, nc, h, p, n, device=dev, dtype=f32)
     _chunk_state_kernel[(b * nc, h)](dy, dy.stride(1), dt, acum, C, C.stride(1), sent, L, nc, H=h, G=g, P=p, N=n, Q=Q,
                                      FORWARD=False, MM=mm, BLOCK_L=BL, BLOCK_P=BP, BLOCK_N=BN)
-    dout = torch.empty_like(sent)
+    dout = torch.empty(sent.shape, device=dev, dtype=states.dtype)   # read only as a matmul operand
     dend = torch.zeros(b, h, nc, device=dev, dtype=f32)
     dinit = torch.empty(b, h, p, n, device=dev, dtype=f32)
     _carry_bwd_kernel[(b * h, triton.cdiv(p * n, 1024))](
@@ -445,7 +458,7 @@ def _(x, dt, A, B, C, initial_state, chunk_size):
     n = B.shape[-1]
     nc = -(-l // min(chunk_size, l))
     return (x.new_empty(b, l, h, p, dtype=torch.float32), x.new_empty(b, h, p, n, dtype=torch.float32),
-            x.new_empty(b, nc + 1, h, p, n, dtype=torch.float32))
+            x.new_empty(b, nc + 1, h, p, n, dtype=_states_dtype(x.dtype)))
 
 
 @torch.library.custom_op("mambagen::ssd_scan_backward", mutates_args=())
