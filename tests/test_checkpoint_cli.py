@@ -85,6 +85,24 @@ def test_cli_sample_from_checkpoint_writes_grid_and_npz(tmp_path, capsys):
     assert np.array_equal(np.load(tmp_path / "t.npz")["arr_0"], data["arr_0"])
 
 
+def test_cli_sample_default_grid_stays_small(tmp_path):
+    """Without --classes / --per-class a grid holds at most 36 images: every class of a small model, as many of
+    each as fit (the demo's 9 classes: 4 each); a model of many classes gets 36 of them, spread evenly."""
+    from mambagen.cli.sample import default_grid
+    assert default_grid(None, None, 9) == (list(range(9)), 4)
+    assert default_grid(None, None, 31) == (list(range(31)), 1)
+    classes, per = default_grid(None, None, 1000)
+    assert per == 1 and len(classes) == 36 and classes[0] == 0 and classes[-1] == 999 and classes == sorted(set(classes))
+    assert default_grid([5, 7], None, 1000) == ([5, 7], 18) and default_grid(None, 2, 10) == (list(range(10)), 2)
+    gen, tok = _pair()
+    mambagen.save_model(gen, tmp_path / "p", tokenizer=tok)
+    assert main(["sample", "--model", str(tmp_path / "p"), "--out", str(tmp_path / "g.png"),
+                 "--npz", str(tmp_path / "g.npz")]) == 0
+    labels = np.load(tmp_path / "g.npz")["labels"].tolist()
+    n = gen.config.num_classes
+    assert labels == [c for c in range(n) for _ in range(max(1, 36 // n))]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--model", "aim-nope"], "neither a checkpoint directory nor a registered model"),
     (["sample", "--classes", "9"], "out of range: this model has 9 classes"),

@@ -12,6 +12,18 @@ from .common import (FMT, UNTRAINED_NOTE, add_model_args, add_sampling_args, che
 
 
 # ------------------------------------------------------------------------------------------- sample
+GRID = 36   # images in the default grid: the README's first command stays a few seconds on a CPU
+
+
+def default_grid(classes: list[int] | None, per_class: int | None, num_classes: int) -> tuple[list[int], int]:
+    """The classes and images per class of a grid where the flags leave them open: every class (GRID spread
+    evenly over them for a model of more classes, e.g. ImageNet's 1000), as many images of each as fill GRID."""
+    if classes is None:
+        classes = (list(range(num_classes)) if num_classes <= GRID else
+                   [round(i * (num_classes - 1) / (GRID - 1)) for i in range(GRID)])
+    return classes, per_class if per_class is not None else max(1, GRID // len(classes))
+
+
 def cmd_sample(args) -> None:
     from tqdm.auto import tqdm
 
@@ -24,15 +36,17 @@ def cmd_sample(args) -> None:
     device = device_of(args.device)
     model, tokenizer, meta, untrained = load_pipeline(args, device, registered=True)
     sampling = sampling_from(args, meta.get("sampling"))
-    classes = parse_classes(args.classes, model.config.num_classes, class_names(meta))
-    nrow = args.nrow or (args.per_class if args.per_class > 1 else None)
-    n = len(classes) * args.per_class      # every output is checked before the first token is sampled
+    classes, per_class = default_grid(None if args.classes is None else
+                                      parse_classes(args.classes, model.config.num_classes, class_names(meta)),
+                                      args.per_class, model.config.num_classes)
+    nrow = args.nrow or (per_class if per_class > 1 else None)
+    n = len(classes) * per_class      # every output is checked before the first token is sampled
     check_output(args.out, grid_size(n, image_size_of(model, tokenizer), nrow, scale=args.scale))
     if args.npz:
         check_output(args.npz, kinds=None)
     sampler = Sampler(model, tokenizer, sampling, fast=False if args.reference or args.progress else None,
                       compile=args.compile)
-    labels = torch.tensor([c for c in classes for _ in range(args.per_class)], device=device)
+    labels = torch.tensor([c for c in classes for _ in range(per_class)], device=device)
 
     rng = torch.Generator(device=device).manual_seed(sampling.seed)
     t0 = time.time()
@@ -125,8 +139,10 @@ def add_parsers(subparsers) -> None:
                               "weights (useful to check the pipeline; the grid is labelled untrained). On CUDA each "
                               "family's fast path runs (CUDA graphs; docs/speed.md).")
     add_model_args(s, registered=True)
-    s.add_argument("--classes", default=None, help="comma-separated class ids or names (default: every class)")
-    s.add_argument("--per-class", type=int, default=4, help="images per class")
+    s.add_argument("--classes", default=None, help="comma-separated class ids or names (default: every class; "
+                   f"{GRID} spread evenly over them for a model of more classes)")
+    s.add_argument("--per-class", type=int, default=None,
+                   help=f"images per class (default: as many as fill a {GRID}-image grid, at least 1)")
     add_sampling_args(s)
     s.add_argument("--batch-size", type=int, default=32, help="images sampled at once")
     s.add_argument("--out", default="samples.png", help="output grid (.png/.jpg/.webp)")
