@@ -174,8 +174,9 @@ def judge_reconstruction_fd(model, images: np.ndarray, recons: np.ndarray, *, se
     real, fake = floor_split(len(images), len(images), seed)          # two disjoint halves
     feats = judge_outputs(model, images, device=device)[1]
     rec = judge_outputs(model, recons[fake], device=device)[1]
-    return {"fd": frechet_distance(*feature_stats(feats[real]), *feature_stats(rec)),
-            "fd_floor": frechet_distance(*feature_stats(feats[real]), *feature_stats(feats[fake])),
+    real_stats = feature_stats(feats[real])
+    return {"fd": frechet_distance(*real_stats, *feature_stats(rec)),
+            "fd_floor": frechet_distance(*real_stats, *feature_stats(feats[fake])),
             "kind": f"{len(real)} real images vs the reconstructions of {len(fake)} others (floor: those {len(fake)} "
                     "real images)"}
 

@@ -108,6 +108,16 @@ def _backward_program(L, NC, Q: tl.constexpr, H: tl.constexpr, G: tl.constexpr, 
 
 
 @triton.jit
+def _store_group_partial(ptr, acc, bc, g, offs_rows, m_rows, offs_n, mn, Q: tl.constexpr, H: tl.constexpr,
+                         G: tl.constexpr, N: tl.constexpr, HEADS: tl.constexpr):
+    """This program's partial of a group's dB or dC (its HEADS heads summed): ptr is (splits, b*nc, Q, G, N),
+    the splits summed on the host."""
+    k = tl.program_id(1) % ((H // G) // HEADS)
+    tl.store(ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_rows[:, None]) * G + g) * N + offs_n[None, :],
+             acc, mask=m_rows[:, None] & mn[None, :])
+
+
+@triton.jit
 def _decay(acum_rows, acum_cols, rows, cols, LOWER: tl.constexpr):
     """exp(acum[l] - acum[s]) where l >= s, else 0 (masked before the exp: nothing overflows).
     LOWER: rows are l, cols are s; otherwise rows are s, cols are l."""
@@ -274,9 +284,7 @@ def _bwd_dx_db_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, cb_ptr,
         tl.store(ddt_ptr + (t0 + offs_s) * H + h, tl.sum(dX * xs, axis=1), mask=ms)
         tl.store(rowB_ptr + ((b * H + h) * NC + c) * Q + offs_s, tl.sum(dBh * Bs.to(tl.float32), axis=1), mask=ms)
         dB += dBh
-    k = tl.program_id(1) % ((H // G) // HEADS)           # this program's partial of the group's sum
-    tl.store(dB_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_s[:, None]) * G + g) * N + offs_n[None, :],
-             dB, mask=ms[:, None] & mn[None, :])
+    _store_group_partial(dB_ptr, dB, bc, g, offs_s, ms, offs_n, mn, Q, H, G, N, HEADS)
 
 
 @_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
@@ -308,9 +316,7 @@ def _bwd_dc_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, dy_ptr, SD
         dCh += _dot(dyl, S_in, MM) * tl.exp(acum_l)[:, None]
         tl.store(rowC_ptr + ((b * H + h) * NC + c) * Q + offs_l, tl.sum(dCh * Cl.to(tl.float32), axis=1), mask=ml)
         dC += dCh
-    k = tl.program_id(1) % ((H // G) // HEADS)           # this program's partial of the group's sum
-    tl.store(dC_ptr + (((k * tl.num_programs(0) + bc).to(tl.int64) * Q + offs_l[:, None]) * G + g) * N + offs_n[None, :],
-             dC, mask=ml[:, None] & mn[None, :])
+    _store_group_partial(dC_ptr, dC, bc, g, offs_l, ml, offs_n, mn, Q, H, G, N, HEADS)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -168,8 +168,9 @@ class Mamba2(nn.Module):
             xBC = kernels.conv_silu(xBC, self.conv1d.weight[:, 0], self.conv1d.bias)   # below, fused
         else:
             # causal depthwise conv: left context is the cache's last inputs (zeros at the start)
-            history = cache.conv if cache is not None else xBC.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)
-            xBC = torch.cat([history.transpose(1, 2).to(xBC.dtype), xBC], dim=1)   # (B, d_conv - 1 + L, conv_dim)
+            history = (cache.conv.transpose(1, 2) if cache is not None else
+                       xBC.new_zeros(Bsz, self.d_conv - 1, self.conv_dim))   # (B, d_conv - 1, conv_dim)
+            xBC = torch.cat([history.to(xBC.dtype), xBC], dim=1)   # (B, d_conv - 1 + L, conv_dim)
             if cache is not None:
                 cache.conv.copy_(xBC[:, -(self.d_conv - 1):].transpose(1, 2))
             xBC = F.silu(self._depthwise_conv(xBC))                # (B, L, conv_dim)
@@ -249,12 +250,12 @@ class Mamba2(nn.Module):
 
 def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: bool):
     """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture and
-    `kernels.reference_only()`): our Triton scan
-    (`kernels/ssd_scan.py`) for eager training and for prefills of COMPILED_MIN_LEN tokens or more;
-    inside a torch.compile'd model, training keeps the compiled tensor-core PyTorch scan, the one measured
-    there (bench/results/h200_run21_training.json: the Triton op in a compiled AiM-L step was not faster
-    yet); without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short
-    prefills and decoding, capture).
+    `kernels.reference_only()`): our Triton scan (`kernels/ssd_scan.py`) for eager training and for
+    prefills of COMPILED_MIN_LEN tokens or more; inside a torch.compile'd model, training keeps the compiled
+    tensor-core PyTorch scan until a run measures the Triton op faster there (bench/results/
+    h200_run24_training.json: 59.9k tokens/s for AiM-L, against 67.6k for the PyTorch scan before run21);
+    without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short prefills and
+    decoding, capture).
     Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled, its intermediates recomputed
     in the backward pass, when a backward graph is built; eager without); "compiled" compiles it for
     inputs of COMPILED_MIN_LEN tokens or more (one compilation per length) and runs shorter ones eagerly."""
