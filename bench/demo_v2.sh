@@ -24,16 +24,21 @@ case "${STAGE:-data}" in
   tokenizer)   # the perceptual loss: an LPIPS-like distance over a judge trained for it (seed 1, not the scoring one)
     [ -d $D/emoji64 ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
     [ -f $D/vq/tokenizer_ema/config.json ] && { echo "tokenizer already trained: $D/vq/tokenizer_ema"; exit 0; }
+    # the scoring judge (the generator stage's) trains beside the tokenizer on the same GPU: it needs only the images
+    [ -f $D/judge/config.json ] || { python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val \
+      --out $D/judge --device $DEV --epochs ${JUDGE_EPOCHS:-40} --widths 32,64,128,256 > $D/judge_train.log 2>&1 & }
     [ -f $D/judge_perceptual/config.json ] || python -m mambagen train-judge --data $D/emoji64/train \
-      --val-data $D/emoji64/val --out $D/judge_perceptual --seed 1 --epochs 30 --device $DEV | tail -1
+      --val-data $D/emoji64/val --out $D/judge_perceptual --seed 1 --epochs ${PJUDGE_EPOCHS:-30} --device $DEV | tail -1
     timeout -s TERM ${LIMIT:-540} python -m mambagen train-tokenizer --data $D/emoji64/train --val-data $D/emoji64/val --out $D/vq \
       --tokenizer vq-f8-small --image-size 64 --batch-size 128 --steps ${VQ_STEPS:-20000} --lr 2e-4 --warmup 200 \
       --perceptual-weights $D/judge_perceptual --perceptual-weight ${PERCEPTUAL:-0.5} \
       --gan-weight 0.5 --disc-start ${DISC_START:-5000} --disc-layers 2 --ema 0.999 --eval-every 2000 \
       --ckpt-every 500 --num-workers 8 --device $DEV $Q $( [ -d $D/vq/checkpoints ] && echo --resume ) \
       || echo "tokenizer training stopped (rc $?): STAGE=tokenizer again resumes it"
-    tail -3 $D/vq/log.csv
-    [ -n "${OUT:-}" ] && tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png 2>/dev/null; true ;;
+    tail -3 $D/vq/log.csv; wait; tail -2 $D/judge_train.log 2>/dev/null
+    # the tokenizer and the judge come back too: if the machine is gone before the generator stage, STAGE=pack
+    # after a CPU `mambagen tokenize` makes its carry from them
+    [ -n "${OUT:-}" ] && tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png $D/vq/tokenizer_ema $D/judge 2>/dev/null; true ;;
   generator)   # carried instead of the data: $D.gen.tar (tokens, tokenizer, judge, val images; STAGE=pack makes it)
     [ -d $D/vq/tokenizer_ema ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
     for split in train val; do
