@@ -38,7 +38,11 @@ case "${STAGE:-data}" in
     tail -3 $D/vq/log.csv; wait; tail -2 $D/judge_train.log 2>/dev/null
     # the tokenizer and the judge come back too: if the machine is gone before the generator stage, STAGE=pack
     # after a CPU `mambagen tokenize` makes its carry from them
-    [ -n "${OUT:-}" ] && tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png $D/vq/tokenizer_ema $D/judge 2>/dev/null; true ;;
+    # (in 15 MB parts: a device call returns files of at most 16 MiB; `cat vq_model.tar.part_* | tar x` joins them)
+    if [ -n "${OUT:-}" ]; then
+      tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png 2>/dev/null
+      tar cf - $D/vq/tokenizer_ema $D/judge 2>/dev/null | split -b 15M - $OUT/vq_model.tar.part_
+    fi; true ;;
   generator)   # carried instead of the data: $D.gen.tar (tokens, tokenizer, judge, val images; STAGE=pack makes it)
     [ -d $D/vq/tokenizer_ema ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
     for split in train val; do
