@@ -121,6 +121,12 @@ def check_scan():
     return {"model": "ssd_chunked_compiled (training scan)", "checks": out}
 
 
+def _emit(out: list, entry: dict) -> None:
+    """Keep a check's result and print it at once: a call cut off by its time limit still shows what passed."""
+    out.append(entry)
+    print(json.dumps(entry), flush=True)
+
+
 def check_triton_scan():
     """Our Triton SSD scan (training, long prefills) against the reference: values, final state and the
     gradients of every input on AiM-L-shaped layers (chunk 128 and 256, with an entering state), float32
@@ -147,7 +153,7 @@ def check_triton_scan():
             ref_ins = [t.detach().to(ref_dtype).requires_grad_() for t in ins]
             y_r, s_r = ssd_chunked(*ref_ins[:5], chunk, initial_state=ref_ins[5])
             g_r = torch.autograd.grad(y_r.square().sum() + s_r.square().sum(), ref_ins)
-            out.append({"shape": [b, l, h, p, n], "chunk": chunk, "operands": str(dtype), "reference": str(ref_dtype),
+            _emit(out, {"shape": [b, l, h, p, n], "chunk": chunk, "operands": str(dtype), "reference": str(ref_dtype),
                         "y_rel_err": rel(y, y_r), "state_rel_err": rel(s, s_r),
                         "grad_rel_err": dict(zip("x dt A B C s0".split(), (rel(a, c) for a, c in zip(g, g_r))))})
     model, tokens, labels = _aim_b_batch(128)
@@ -156,7 +162,7 @@ def check_triton_scan():
         set_scan_impl(model, impl)
         results[impl] = _train_grads(model, tokens, labels, compiled)
     for impl in ("triton", "auto"):
-        out.append({"model": "aim-b train step, bf16 autocast" + (", compiled model" if impl == "auto" else ""),
+        _emit(out, {"model": "aim-b train step, bf16 autocast" + (", compiled model" if impl == "auto" else ""),
                     "scan": "triton", "loss_reference": results["reference"][0], "loss": results[impl][0],
                     "grad_rel_err": rel(results[impl][1], results["reference"][1])})
     model.eval()
@@ -170,7 +176,7 @@ def check_triton_scan():
             lg = model.prefill(labels, cache, tokens[:, :200])
             logits.append(torch.stack([lg] + [model.step(tokens[:, 200 + i], cache, 200 + i) for i in range(8)], 1))
             states.append(cache.layers[-1].ssm.clone())
-    out.append({"model": "aim-b prefill of 200 tokens then 8 steps, fp32", "logits_rel_err": rel(logits[1], logits[0]),
+    _emit(out, {"model": "aim-b prefill of 200 tokens then 8 steps, fp32", "logits_rel_err": rel(logits[1], logits[0]),
                 "last_layer_state_rel_err": rel(states[1], states[0]),
                 "argmax_equal": int((logits[1].argmax(-1) == logits[0].argmax(-1)).sum()), "argmax_total": 8 * 9})
     return {"model": "ssd_chunked_triton (our Triton training scan)", "checks": out}
@@ -303,7 +309,7 @@ if __name__ == "__main__":
     for name in sys.argv[2:] or ["aim-b", "gpt-b"]:
         batch = 4
         r = subprocess.run([sys.executable, __file__, "/tmp/one.json", "--one", name, str(batch)],
-                           capture_output=True, text=True)
+                           stderr=subprocess.PIPE, text=True)   # stdout passes through: partial results
         results.append(json.load(open("/tmp/one.json")) if r.returncode == 0 else
                        {"model": name, "error": r.stderr[-2000:]})
     for r in results:

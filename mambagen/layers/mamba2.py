@@ -252,8 +252,8 @@ def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: b
     """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture and
     `kernels.reference_only()`): our Triton scan (`kernels/ssd_scan.py`) for eager training and for
     prefills of COMPILED_MIN_LEN tokens or more; inside a torch.compile'd model, training keeps the compiled
-    tensor-core PyTorch scan until a run measures the Triton op faster there (bench/results/
-    h200_run24_training.json: 59.9k tokens/s for AiM-L, against 67.6k for the PyTorch scan before run21);
+    tensor-core PyTorch scan, measured faster there (bench/results/h200_run25_training.json, one run:
+    67.5k tokens/s for AiM-L against 62.3k with the Triton op);
     without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short prefills and
     decoding, capture).
     Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled, its intermediates recomputed
