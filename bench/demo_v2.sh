@@ -80,8 +80,9 @@ case "${STAGE:-data}" in
       --device $DEV --json $D/tokenizer.json $Q | tail -3
     python bench/demo_metrics.py --judge $D/judge.json --tokenizer $D/tokenizer.json --nll $D/nll.json \
       --out $D/metrics.json --describe "demo v2: aim-small + vq-f8-small (GAN + perceptual), $DESCRIBE, cfg $CFG"
+    VQ_DONE=$(python -c "import json; print(json.load(open('$D/vq/tokenizer_ema/config.json'))['step'])")
     python bench/export_demo.py $D/aim/best $D/demo $EMA --cfg $CFG --data "$DESCRIBE" --notice $D/emoji64/NOTICE \
-      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ${VQ_STEPS:-20000} steps (GAN + perceptual), aim-small --keep-best on --augment ${AUGMENT:-3} tokens"
+      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small $VQ_DONE steps (GAN + perceptual, EMA), aim-small --keep-best on --augment ${AUGMENT:-3} tokens"
     python -m mambagen sample --model $D/demo --per-class 4 --out $D/demo_grid.png --device $DEV | tail -1
     if [ -n "${OUT:-}" ]; then
       tar cf $OUT/demo_generator.tar $D/demo/config.json $D/demo/NOTICE $D/demo/model.safetensors

@@ -7,13 +7,19 @@ tokenizer in float16, the class names, the recommended CFG and what the demo is,
 OUT_DIR is written beside itself and renamed into place (mambagen/assets/emoji-aim-demo is the shipped one)."""
 import argparse
 import os
-import shutil
 
 import torch
 
 from mambagen.checkpoint import class_names, load, save_model
 from mambagen.io import read_json
 from mambagen.train.plumbing import replace_folder
+
+
+WEIGHTS_NOTICE = """The emoji demo pipeline (an AiM generator and its VQ tokenizer, weights only), part of mambagen,
+Apache License 2.0. The weights were trained on the {n}-class emoji images described below, which keep their
+own licenses; samples of the model may resemble that art.
+
+"""
 
 
 def export(best: str, out: str, cfg: float, data: str, trained: str, status: str | None = None,
@@ -36,8 +42,8 @@ def export(best: str, out: str, cfg: float, data: str, trained: str, status: str
 
     def fill(new):
         save_model(pipe.generator.to(torch.float16), new, tokenizer=pipe.tokenizer.to(torch.float16), extra=extra)
-        if notice:
-            shutil.copyfile(notice, new / "NOTICE")     # the image licenses travel with the weights
+        if notice:     # the image licenses travel with the weights, under a line saying what is shipped
+            (new / "NOTICE").write_text(WEIGHTS_NOTICE.format(n=len(names)) + open(notice).read())
 
     replace_folder(out, fill)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)

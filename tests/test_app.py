@@ -23,9 +23,9 @@ def models():
 
 
 def test_generate_names_classes_and_writes_png_and_npz(models):
-    png, npz, images = app.generate(models, "demo", ["flags", "symbols"], 2, 4.0, 1.0, 0, 1.0, 0, 64)
+    png, npz, images = app.generate(models, "demo", ["heart", "time"], 2, 4.0, 1.0, 0, 1.0, 0, 64)
     assert Image.open(png).size[0] > 128 and len(images) == 4 and images[0].size == (64, 64)
-    assert np.load(npz)["labels"].tolist() == [2, 2, 7, 7]
+    assert np.load(npz)["labels"].tolist() == [15, 15, 28, 28]
     with pytest.raises(ValueError, match="unknown class 'dragons'"):
         app.generate(models, "demo", ["dragons"], 1, 4.0, 1.0, 0, 1.0, 0, 64)
     with pytest.raises(ValueError, match="at least one class"):
@@ -40,12 +40,12 @@ def _editor(size=64, box=(0, 40, 64, 64), mode="RGB"):
 
 
 def test_edit_keeps_the_unpainted_rows_and_says_what_it_does(models):
-    images, notice = app.edit_image(models, "demo", _editor(), "inpaint", ["flags"], 2, 24, 4.0, 1.0, 0, 1.0, 0, 64)
+    images, notice = app.edit_image(models, "demo", _editor(), "inpaint", ["country_flag"], 2, 24, 4.0, 1.0, 0, 1.0, 0, 64)
     assert len(images) == 4 and all(im.size == (64, 64) for im in images)
     original, edited = np.asarray(images[0]), np.asarray(images[2])
     assert np.array_equal(original[:32], edited[:32])             # the rows above the mask's token rows
     images, notice = app.edit_image(models, "demo", _editor(box=(20, 20, 28, 28), size=128, mode="L"), "inpaint",
-                                    ["flags"], 1, 24, 4.0, 1.0, 0, 1.0, 0, 64)
+                                    ["country_flag"], 1, 24, 4.0, 1.0, 0, 1.0, 0, 64)
     assert "converted to RGB" in notice and "resized to 64x64" in notice and "raster order" in notice
     with pytest.raises(ValueError, match="mask is empty"):
         app.edit_image(models, "demo", _editor(box=(0, 0, 0, 0)), "inpaint", [], 1, 24, 4.0, 1.0, 0, 1.0, 0, 64)

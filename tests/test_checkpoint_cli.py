@@ -87,7 +87,7 @@ def test_cli_sample_from_checkpoint_writes_grid_and_npz(tmp_path, capsys):
 
 def test_cli_sample_default_grid_stays_small(tmp_path):
     """Without --classes / --per-class a grid holds at most 36 images: every class of a small model, as many of
-    each as fit (the demo's 9 classes: 4 each); a model of many classes gets 36 of them, spread evenly."""
+    each as fit (9 classes: 4 each; the demo's 31: 1 each); a model of many classes gets 36 of them, spread evenly."""
     from mambagen.cli.sample import default_grid
     assert default_grid(None, None, 9) == (list(range(9)), 4)
     assert default_grid(None, None, 31) == (list(range(31)), 1)
@@ -105,7 +105,7 @@ def test_cli_sample_default_grid_stays_small(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--model", "aim-nope"], "neither a checkpoint directory nor a registered model"),
-    (["sample", "--classes", "9"], "out of range: this model has 9 classes"),
+    (["sample", "--classes", "31"], "out of range: this model has 31 classes"),
     (["sample", "--model", "aim-tiny", "--classes", "10"], "out of range: this model has 10 classes"),
     (["sample", "--cfg", "-2"], "cfg scale must be >= 0"),
     (["sample", "--top-p", "0"], "top-p must be in"),
