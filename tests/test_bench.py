@@ -56,3 +56,18 @@ def test_training_record_names_the_scan_it_ran(tmp_path):
             for scan in ("auto", "fast")]
     assert [r["scan_fn"] for r in recs] == ["ssd_chunked", "ssd_chunked_recomputed"]
     assert not any(r["mamba2_kernels"] for r in recs) and all(r["tokens_per_s"] > 0 for r in recs)
+
+
+def test_naming_one_kind_times_only_that_kind(monkeypatch, tmp_path):
+    """`bench --train X` times training only (it once timed the default AiM-L generation too, minutes on a
+    GPU call); with no kind named, the default generation and decode rows run."""
+    from mambagen.cli import bench as cli_bench
+    seen = []
+    monkeypatch.setattr(cli_bench.bench, "run_bench", lambda a: seen.append((a.generate, a.decode, a.train)))
+    out = ["--out", str(tmp_path / "b")]
+    main(["bench", "--train", "aim-tiny"] + out)
+    main(["bench"] + out)
+    main(["bench", "--decode", "vq-tiny", "--generate"] + out)
+    assert seen == [([], [], ["aim-tiny"]),
+                    (list(cli_bench.DEFAULT_GENERATE), list(cli_bench.DEFAULT_DECODE), []),
+                    ([], ["vq-tiny"], [])]
