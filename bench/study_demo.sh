@@ -2,7 +2,7 @@
 # The demo-scale study of the paradigms (issue 8), in device calls of under 10 minutes each:
 #   STAGE=tokenizers bash bench/study_demo.sh   # multi-scale VQVAE (M-VAR), token shards of both tokenizers, judge
 #   STAGE=generators MODELS="..." bash bench/study_demo.sh   # generators at ~6.4M parameters on the same data
-# The VQ tokenizer (AiM, GPT, ARPG) is the shipped demo's vq-f8-small. Data: .devdata/emoji64 (carried).
+# The VQ tokenizer (AiM, GPT, ARPG) is the shipped demo's vq-f8-small (or $STUDY_TOKENIZER). Data: .devdata/emoji64 (carried).
 # Between calls, carry the returned .devdata/study folder back in. Step counts come from the environment
 # so the same script runs as a quick CPU check.
 set -uo pipefail
@@ -10,7 +10,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=.devdata/emoji64; S=.devdata/study; mkdir -p $S; OUT=${OUT:-/tmp/study_out}; mkdir -p $OUT
 DEV=${DEV:-cuda}; VQ_STEPS=${VQ_STEPS:-3000}; GEN_STEPS=${GEN_STEPS:-1000}; EVAL=${EVAL:-50}; BATCH=${BATCH:-256}
 Q="--no-progress"
-mkdir -p $S/vq-f8-small && cp -r mambagen/assets/emoji-aim-demo/tokenizer $S/vq-f8-small/
+# the study's numbers were made with the v1 demo's tokenizer (before ec8f890); to rerun them exactly:
+#   mkdir -p v1tok && for f in config.json model.safetensors; do
+#     git show f9ad264:mambagen/assets/emoji-aim-demo/tokenizer/$f > v1tok/$f; done; STUDY_TOKENIZER=v1tok
+mkdir -p $S/vq-f8-small && cp -r ${STUDY_TOKENIZER:-mambagen/assets/emoji-aim-demo/tokenizer}/. $S/vq-f8-small/tokenizer/
 
 if [ "${STAGE:-tokenizers}" = tokenizers ]; then
   python3 -m mambagen train-tokenizer --data $D/train --val-data $D/val --out $S/msvq-demo --tokenizer msvq-demo \

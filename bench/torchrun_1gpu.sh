@@ -5,7 +5,10 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD NCCL_NVLS_ENABLE=0
 OUT=${OUT:-/tmp/torchrun_out}; mkdir -p $OUT; S=.devdata/study
-mkdir -p $S/vq-f8-small && cp -r mambagen/assets/emoji-aim-demo/tokenizer $S/vq-f8-small/
+# the study's numbers were made with the v1 demo's tokenizer (before ec8f890); to rerun them exactly:
+#   mkdir -p v1tok && for f in config.json model.safetensors; do
+#     git show f9ad264:mambagen/assets/emoji-aim-demo/tokenizer/$f > v1tok/$f; done; STUDY_TOKENIZER=v1tok
+mkdir -p $S/vq-f8-small && cp -r ${STUDY_TOKENIZER:-mambagen/assets/emoji-aim-demo/tokenizer}/. $S/vq-f8-small/tokenizer/
 args=(--data $S/vq-f8-small-train --val-data $S/vq-f8-small-val --model aim-l
       --model-overrides '{"num_tokens": 64, "vocab_size": 1024, "num_classes": 9}' --batch-size 256 --lr 1e-4
       --warmup 10 --log-every 5 --eval-every 1000 --ckpt-every 20 --no-progress)
