@@ -14,6 +14,8 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=${D:-.devdata/demo_v2}; mkdir -p $D; DEV=${DEV:-cuda}; Q="--no-progress"
+TOK=${TOKENIZER:-$D/vq/tokenizer_ema}   # the generator stage's tokenizer
+OVR=${OVERRIDES:-"{}"}                    # the generator's config overrides (JSON), e.g. '{"d_model": 384}'
 DATA_OPTS=${DATA_OPTS:-"--level subcategory --min-emoji 20 --no-other --skin-tones"}
 DESCRIBE="mambagen data emoji --styles google,twitter,fluent $DATA_OPTS (64x64)"
 case "${STAGE:-data}" in
@@ -43,14 +45,18 @@ case "${STAGE:-data}" in
       tar cf $OUT/vq_run.tar $D/vq/log.csv $D/vq/*.png 2>/dev/null
       tar cf - $D/vq/tokenizer_ema $D/judge 2>/dev/null | split -b 15M - $OUT/vq_model.tar.part_
     fi; true ;;
-  generator)   # carried instead of the data: $D.gen.tar (tokens, tokenizer, judge, val images; STAGE=pack makes it)
-    [ -d $D/vq/tokenizer_ema ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
+  generator)   # carried instead of the data: $D.gen.tar (tokens, tokenizer, judge, val images; STAGE=pack makes it);
+               # or TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer (the shipped one) with the data tar carried:
+               # a new generator on the shipped tokenizer in one call
+    [ -d $TOK ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
+    [ -d $D/emoji64 ] || [ ! -f $D.data.tar.xz ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
     for split in train val; do
-      [ -f $D/tok-$split/meta.json ] || python -m mambagen tokenize --data $D/emoji64/$split --tokenizer $D/vq/tokenizer_ema --out $D/tok-$split \
+      [ -f $D/tok-$split/meta.json ] || python -m mambagen tokenize --data $D/emoji64/$split --tokenizer $TOK --out $D/tok-$split \
         --augment $( [ $split = train ] && echo ${AUGMENT:-3} || echo 0 ) --device $DEV | tail -1
     done
-    timeout -s TERM ${LIMIT:-540} python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $D/vq/tokenizer_ema --out $D/aim \
-      --model aim-small --steps ${GEN_STEPS:-3000} --batch-size 256 --lr 4e-4 --eval-every 100 --keep-best \
+    timeout -s TERM ${LIMIT:-540} python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $TOK --out $D/aim \
+      --model ${MODEL:-aim-small} --model-overrides "$OVR" --steps ${GEN_STEPS:-3000} --batch-size 256 \
+      --lr ${LR:-4e-4} --eval-every 100 --keep-best \
       --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume ) \
       || { echo "training stopped (rc $?): STAGE=generator again resumes it"; exit 0; }
     [ -f $D/judge/config.json ] || python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val \
@@ -76,13 +82,13 @@ case "${STAGE:-data}" in
       --device $DEV $Q | tail -2
     python -m mambagen judge-samples --judge $D/judge --samples $D/samples/samples.npz --ref $D/emoji64/val \
       --json $D/judge.json --device $DEV | tail -8
-    python -m mambagen eval-tokenizer --tokenizer $D/vq/tokenizer_ema --data $D/emoji64/val --judge $D/judge \
+    python -m mambagen eval-tokenizer --tokenizer $TOK --data $D/emoji64/val --judge $D/judge \
       --device $DEV --json $D/tokenizer.json $Q | tail -3
     python bench/demo_metrics.py --judge $D/judge.json --tokenizer $D/tokenizer.json --nll $D/nll.json \
-      --out $D/metrics.json --describe "demo v2: aim-small + vq-f8-small (GAN + perceptual), $DESCRIBE, cfg $CFG"
-    VQ_DONE=$(python -c "import json; print(json.load(open('$D/vq/tokenizer_ema/config.json'))['step'])")
+      --out $D/metrics.json --describe "demo v2: ${MODEL:-aim-small} ${OVERRIDES:-} + vq-f8-small (GAN + perceptual), $DESCRIBE, cfg $CFG"
+    VQ_DESC=$(python -c "import json; s = json.load(open('$TOK/config.json')).get('step'); print(f'{s} steps' if s else 'as shipped')")
     python bench/export_demo.py $D/aim/best $D/demo $EMA --cfg $CFG --data "$DESCRIBE" --notice $D/emoji64/NOTICE \
-      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small $VQ_DONE steps (GAN + perceptual, EMA), aim-small --keep-best on --augment ${AUGMENT:-3} tokens"
+      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ($VQ_DESC; GAN + perceptual, EMA), ${MODEL:-aim-small} ${OVERRIDES:-} --keep-best on --augment ${AUGMENT:-3} tokens"
     python -m mambagen sample --model $D/demo --per-class 4 --out $D/demo_grid.png --device $DEV | tail -1
     if [ -n "${OUT:-}" ]; then
       tar cf $OUT/demo_generator.tar $D/demo/config.json $D/demo/NOTICE $D/demo/model.safetensors
