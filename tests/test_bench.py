@@ -71,3 +71,25 @@ def test_naming_one_kind_times_only_that_kind(monkeypatch, tmp_path):
     assert seen == [([], [], ["aim-tiny"]),
                     (list(cli_bench.DEFAULT_GENERATE), list(cli_bench.DEFAULT_DECODE), []),
                     ([], ["vq-tiny"], [])]
+
+
+def test_kernel_registers_reads_ptxas_for_an_offline_sm90_build(tmp_path):
+    """bench/kernel_registers.py compiles a scan kernel for sm_90a without a GPU and reads its registers and
+    spills from ptxas: the carry kernel is small (no spills), and its registers bound its share of an SM."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("triton")
+    root = Path(__file__).parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}   # a real build, not the interpreter
+    env["PYTHONPATH"] = str(root)
+    run = subprocess.run([sys.executable, str(root / "bench" / "kernel_registers.py"), str(tmp_path / "r"), "--only",
+                          "_carry_kernel"], capture_output=True, text=True, env=env)
+    if run.returncode and "no ptxas" in run.stderr:
+        pytest.skip("a Triton without the NVIDIA backend's ptxas")
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert 16 <= row["registers"] <= 255 and row["spill_stores"] == 0
+    assert row["programs_per_sm"] * row["warps"] == row["warps_per_sm"] <= 64
+    assert "| `_carry_kernel` | carry |" in (tmp_path / "r.md").read_text()
