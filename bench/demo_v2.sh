@@ -18,13 +18,16 @@ TOK=${TOKENIZER:-$D/vq/tokenizer_ema}   # the generator stage's tokenizer
 OVR=${OVERRIDES:-"{}"}                    # the generator's config overrides (JSON), e.g. '{"d_model": 384}'
 DATA_OPTS=${DATA_OPTS:-"--level subcategory --min-emoji 20 --no-other --skin-tones"}
 DESCRIBE="mambagen data emoji --styles google,twitter,fluent $DATA_OPTS (64x64)"
+unpack_data() {   # the PNG folder from the carried $D.data.tar.xz, unless it is there already
+  [ -d $D/emoji64 ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
+}
 case "${STAGE:-data}" in
   data)
     python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent $DATA_OPTS --force
     # what a device call carries: the PNG folder (45 MB) and the repository are over its 64 MiB together
     tar cf - -C $D emoji64 | xz -T2 -6 > $D.data.tar.xz && ls -la $D.data.tar.xz ;;
   tokenizer)   # the perceptual loss: an LPIPS-like distance over a judge trained for it (seed 1, not the scoring one)
-    [ -d $D/emoji64 ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
+    unpack_data
     [ -f $D/vq/tokenizer_ema/config.json ] && { echo "tokenizer already trained: $D/vq/tokenizer_ema"; exit 0; }
     # the scoring judge (the generator stage's) trains beside the tokenizer on the same GPU: it needs only the images
     [ -f $D/judge/config.json ] || { python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val \
@@ -49,7 +52,7 @@ case "${STAGE:-data}" in
                # or TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer (the shipped one) with the data tar carried:
                # a new generator on the shipped tokenizer in one call
     [ -d $TOK ] || [ ! -f $D.gen.tar ] || tar xf $D.gen.tar -C $D
-    [ -d $D/emoji64 ] || [ ! -f $D.data.tar.xz ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
+    [ ! -f $D.data.tar.xz ] || unpack_data
     for split in train val; do
       [ -f $D/tok-$split/meta.json ] || python -m mambagen tokenize --data $D/emoji64/$split --tokenizer $TOK --out $D/tok-$split \
         --augment $( [ $split = train ] && echo ${AUGMENT:-3} || echo 0 ) --device $DEV | tail -1

@@ -1,7 +1,8 @@
 """Where the time of one training step goes, per kernel: the bench's training step (`mambagen.bench.training_step`:
-forward, backward and AdamW, bf16 autocast, random weights), profiled for 2 steps after 3 warm-up steps. Writes the profiler's table to OUT.txt and, beside it, OUT.json: the GPU
-time per step by kind of kernel (our scan, our other kernels, matmuls, layout copies, the compiler's fused kernels,
-the optimizer, the rest) with the largest kernels of each. Usage:
+forward, backward and AdamW, bf16 autocast, random weights), profiled for 2 steps after 3 warm-up steps.
+Writes the profiler's table to OUT.txt and, beside it, OUT.json: the GPU time per step by kind of kernel (our
+scan, our other kernels, matmuls, layout copies, the compiler's fused kernels, the optimizer, the rest) with the
+largest kernels of each. Usage:
     python bench/profile_train.py MODEL BATCH OUT.txt [compile] [torchscan|triton] [kernels] [chunkN]"""
 import json
 import re

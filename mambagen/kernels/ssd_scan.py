@@ -434,6 +434,7 @@ def _backward(dy, dfinal, x, dt, A, B, C, states, chunk_size):
     dB = torch.empty(splits, b * nc, Q, g, n, device=dev, dtype=f32)
     rowB = torch.empty(b, h, nc, Q, device=dev, dtype=f32)
     strides = dict(SX=x.stride(1), SB=B.stride(1), SC=C.stride(1), SDY=dy.stride(1))
+    # C.B^T again rather than saved by the forward: one small matmul against (b*nc, g, Q, Q) floats per layer kept
     _bwd_dx_db_kernel[grid](x_ptr=x, dt_ptr=dt, acum_ptr=acum, B_ptr=B, C_ptr=C, cb_ptr=_chunk_scores(B, C, Q), dy_ptr=dy,
                             dout_ptr=dout, dx_ptr=dx, ddt_ptr=ddt, dB_ptr=dB, rowB_ptr=rowB, L=L, NC=nc, **strides, **shape)
     dC = torch.empty_like(dB)
