@@ -312,6 +312,5 @@ if __name__ == "__main__":
                            stderr=subprocess.PIPE, text=True)   # stdout passes through: partial results
         results.append(json.load(open("/tmp/one.json")) if r.returncode == 0 else
                        {"model": name, "error": r.stderr[-2000:]})
-    for r in results:
-        print(json.dumps(r))
-    json.dump(results, open(sys.argv[1], "w"), indent=2)
+        print(json.dumps(results[-1]), flush=True)
+        json.dump(results, open(sys.argv[1], "w"), indent=2)   # after each model: a cut-off call keeps the rest

@@ -9,8 +9,9 @@
 #   STAGE=pack       bash bench/demo_v2.sh   # the generator stage's inputs as .devdata/demo_v2.gen.tar, to carry
 # Step counts come from the environment so the same script runs as a quick CPU check (VQ_STEPS=4 GEN_STEPS=3
 # AUGMENT=1 SWEEP=2 PER_CLASS=2). Each training command stops itself after LIMIT seconds with SIGTERM: the
-# trainer writes a checkpoint and the next call resumes it. Make the next call while the device machine is
-# still warm (.devdata stays on it). With $OUT set, each stage leaves its results there as tar files.
+# trainer writes a checkpoint and the next call resumes it (or, with MEASURE_STOPPED=1, the generator stage
+# goes on to score and export best/ as it stands). Make the next call while the device machine is still warm
+# (.devdata stays on it). With $OUT set, each stage leaves its results there as tar files.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=${D:-.devdata/demo_v2}; mkdir -p $D; DEV=${DEV:-cuda}; Q="--no-progress"
@@ -61,7 +62,10 @@ case "${STAGE:-data}" in
       --model ${MODEL:-aim-small} --model-overrides "$OVR" --steps ${GEN_STEPS:-3000} --batch-size 256 \
       --lr ${LR:-4e-4} --eval-every 100 --keep-best \
       --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume ) \
-      || { echo "training stopped (rc $?): STAGE=generator again resumes it"; exit 0; }
+      || { echo "training stopped (rc $?): STAGE=generator again resumes it"
+           # MEASURE_STOPPED=1: a call cut off by LIMIT still scores and exports best/ as it stands
+           [ -n "${MEASURE_STOPPED:-}" ] && [ -d $D/aim/best ] || exit 0; echo "measuring best/ as it stands"; }
+    echo "[$(date +%T)] trained"
     [ -f $D/judge/config.json ] || python -m mambagen train-judge --data $D/emoji64/train --val-data $D/emoji64/val \
       --out $D/judge --device $DEV --epochs ${JUDGE_EPOCHS:-40} --widths 32,64,128,256 | tail -2
     # the weights to ship: best/ holds the model at its lowest held-out bits/token and the EMA of that moment;
@@ -80,7 +84,7 @@ case "${STAGE:-data}" in
         --json $D/sweep_$cfg.json --device $DEV $Q | tail -1
     done
     CFG=$(python bench/demo_metrics.py --pick-cfg $D/sweep_*.json)
-    echo "recommended cfg $CFG"
+    echo "[$(date +%T)] recommended cfg $CFG"
     python -m mambagen sample-many --model $D/aim/best $EMA --per-class ${PER_CLASS:-40} --cfg $CFG --out $D/samples \
       --device $DEV $Q | tail -2
     python -m mambagen judge-samples --judge $D/judge --samples $D/samples/samples.npz --ref $D/emoji64/val \

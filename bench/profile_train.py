@@ -2,7 +2,7 @@
 forward, backward and AdamW, bf16 autocast, random weights), profiled for 2 steps after 3 warm-up steps.
 Writes the profiler's table to OUT.txt and, beside it, OUT.json: the GPU time per step by kind of kernel (our
 scan, our other kernels, matmuls, layout copies, the compiler's fused kernels, the optimizer, the rest) with the
-largest kernels of each. Usage:
+largest kernels of each, and the largest copies with their shapes and the lines that made them. Usage:
     python bench/profile_train.py MODEL BATCH OUT.txt [compile] [torchscan|triton] [kernels] [chunkN]"""
 import json
 import re
@@ -42,6 +42,19 @@ def by_kind(events, steps: int) -> dict:
     return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["ms"]))
 
 
+def copies(prof, steps: int, top: int = 10) -> list[dict]:
+    """The largest aten::copy_ calls (casts and layout copies outside the compiled kernels) by input shapes and the
+    Python lines that made them: ms per step, calls per step, shapes, the innermost frames of this package."""
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True, group_by_stack_n=8):
+        if e.key != "aten::copy_" or e.device_time_total <= 0:
+            continue
+        frames = [f for f in (e.stack or []) if "mambagen" in f or "bench/" in f][:4] or (e.stack or [])[:4]
+        rows.append({"ms": e.device_time_total / 1e3 / steps, "calls": e.count / steps,
+                     "shapes": [list(s) for s in (e.input_shapes or []) if s], "where": frames})
+    return sorted(rows, key=lambda r: -r["ms"])[:top]
+
+
 def main(name, batch, out_path, *opts):
     scan = "fast" if "torchscan" in opts else "triton" if "triton" in opts else "auto"
     chunk = next((int(o[5:]) for o in opts if o.startswith("chunk")), 128)
@@ -50,7 +63,8 @@ def main(name, batch, out_path, *opts):
     for _ in range(3):
         step()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], record_shapes=True, with_stack=True,
+                 experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True)) as prof:   # stacks kept
         for _ in range(2):
             step()
         torch.cuda.synchronize()
@@ -60,7 +74,8 @@ def main(name, batch, out_path, *opts):
     open(out_path, "w").write(head + table)
     kinds = by_kind(prof.key_averages(), steps=2)
     json.dump({"model": name, "batch": batch, "options": list(opts), "scan": scan_fn, "device": torch.cuda.get_device_name(),
-               "gpu_ms_per_step": sum(k["ms"] for k in kinds.values()), "by_kind": kinds},
+               "gpu_ms_per_step": sum(k["ms"] for k in kinds.values()), "by_kind": kinds,
+               "copies": copies(prof, steps=2)},
               open(re.sub(r"\.txt$", "", out_path) + ".json", "w"), indent=1)
     print(head + "\n".join(f"{kind}: {k['ms']:.1f} ms/step" for kind, k in kinds.items()))
 
