@@ -55,4 +55,25 @@ print(max(sys.argv[1:], key=score))" d384 d320x16)
       --repeat 3 --out $OUT/h200_run26_claims16 >> $OUT/b.log 2>&1
     timeout 150 python -m mambagen bench --generate arpg-l:fast gpt-l:fast --decode --batch 64 --repeat 3 \
       --out $OUT/h200_run26_claims64 >> $OUT/b.log 2>&1 ;;
+  c)  # issue 18: Mamba2._scan asked torch.cuda.is_current_stream_capturing() inside a compiled training graph;
+      # the graphs of a compiled AiM-B forward with that query (as before) and without (now), then AiM-L's step
+    python - $OUT/h200_run26c_graph_breaks.json > $OUT/c.log 2>&1 <<'PY'
+import json, sys, torch
+sys.path.insert(0, "bench")
+import graph_breaks
+from mambagen.layers import mamba2
+now = mamba2.Mamba2._scan
+def before(self, length):
+    cuda = self.in_proj.weight.is_cuda and not torch.cuda.is_current_stream_capturing()
+    return mamba2.choose_scan(self.scan_impl, length, cuda=cuda, training=torch.is_grad_enabled(),
+                              compiling=torch.compiler.is_compiling())
+rows = []
+for label, fn in (("before: the capture query in the graph", before), ("now", now)):
+    mamba2.Mamba2._scan = fn
+    rows.append({"scan_choice": label, **graph_breaks.explain("aim-b", torch.device("cuda"))})
+    print(json.dumps(rows[-1]), flush=True)
+json.dump(rows, open(sys.argv[1], "w"), indent=1)
+PY
+    timeout 200 python -m mambagen bench --train aim-l:compile:chunk128 --train-batch 64 --repeat 2 --precision bf16 \
+      --out $OUT/h200_run26c_training >> $OUT/c.log 2>&1 ;;
 esac

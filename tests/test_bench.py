@@ -93,3 +93,20 @@ def test_kernel_registers_reads_ptxas_for_an_offline_sm90_build(tmp_path):
     assert 16 <= row["registers"] <= 255 and row["spill_stores"] == 0
     assert row["programs_per_sm"] * row["warps"] == row["warps_per_sm"] <= 64
     assert "| `_carry_kernel` | carry |" in (tmp_path / "r.md").read_text()
+
+
+def test_graph_breaks_counts_graphs_and_names_the_reasons(tmp_path, monkeypatch):
+    """bench/graph_breaks.py: a compiled aim-tiny training forward is one graph; a query torch.compile cannot
+    trace, put in the Mamba2 layer's path, shows up as breaks with their reason."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("graph_breaks", Path(__file__).parents[1] / "bench" / "graph_breaks.py")
+    gb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gb)
+    whole = gb.explain("aim-tiny", torch.device("cpu"))
+    assert (whole["graphs"], whole["graph_breaks"], whole["reasons"]) == (1, 0, [])
+    from mambagen.layers import mamba2
+    scan = mamba2.Mamba2._scan
+    monkeypatch.setattr(mamba2.Mamba2, "_scan", lambda self, n: (print("untraceable"), scan(self, n))[1])
+    broken = gb.explain("aim-tiny", torch.device("cpu"))
+    assert broken["graph_breaks"] >= 4 and broken["graphs"] > 1 and broken["reasons"]

@@ -442,7 +442,9 @@ def test_reproduce_runs_end_to_end_on_the_demo_and_resumes(tiny_net, tmp_path, c
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["num_samples"] == 31 and report["ours"]["fid"] > 0 and "mu/sigma" in report["ours"]["fid_source"]
-    assert report["sampling"]["cfg_scale"] == 3.0                     # the demo's recommendation
+    from mambagen.checkpoint import read_config, resolve
+    recommended = read_config(resolve("demo"))["sampling"]["cfg"]
+    assert recommended != 1.0 and report["sampling"]["cfg_scale"] == recommended   # the demo's recommendation
     assert report["ours"]["is"] is None and "logits network" in report["ours"]["is_reason"]
     md = (out / "report.md").read_text()
     assert "| fid |" in md and "mambagen sample-many" in md

@@ -101,6 +101,28 @@ def test_scan_choice_by_where_it_runs(monkeypatch):
         choose(impl="triton")
 
 
+def test_compiled_training_does_not_ask_about_capture(monkeypatch):
+    """Mamba2._scan keeps CUDA-graph captures on the reference by asking torch whether the stream is
+    capturing; inside torch.compile that query breaks the graph (one break per layer of a compiled AiM-B on
+    the H200: bench/results/h200_run26c_graph_breaks.json), so a compiled training graph, never captured,
+    must not ask. A layer on CUDA (seen through its in_proj weight) without a GPU here."""
+    from types import SimpleNamespace
+    from mambagen.layers import kernels, mamba2
+    from mambagen.layers.ssd_fast import ssd_chunked_recomputed
+    m = Mamba2(d_model=16, d_state=8, headdim=8)
+    del m._modules["in_proj"]
+    object.__setattr__(m, "in_proj", SimpleNamespace(weight=SimpleNamespace(is_cuda=True)))   # not a module
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: asked.append(1) or True)
+    monkeypatch.setattr(kernels, "ssd_chunked_triton", object())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert m._scan(256) is ssd_chunked_recomputed and asked == []      # compiled training: no query
+    with torch.no_grad():
+        assert m._scan(256) is ssd_chunked and asked == [1]           # compiled inference may be captured
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    assert m._scan(256) is ssd_chunked and asked == [1, 1]            # eager: a capture gets the reference
+
+
 def test_reference_only_keeps_every_layer_on_its_reference():
     """Inside kernels.reference_only() "auto" picks the reference scan on CUDA too; the reference sampler
     (`Sampler(fast=False)`, `mambagen sample --reference`) runs inside it; nesting restores the state."""

@@ -200,10 +200,13 @@ class Mamba2(nn.Module):
         return out if b is None else out + b.to(xBC.dtype)
 
     def _scan(self, length: int):
-        """The scan for an input of `length` tokens now (see `choose_scan`)."""
-        cuda = self.in_proj.weight.is_cuda and not torch.cuda.is_current_stream_capturing()
-        return choose_scan(self.scan_impl, length, cuda=cuda, training=torch.is_grad_enabled(),
-                           compiling=torch.compiler.is_compiling())
+        """The scan for an input of `length` tokens now (see `choose_scan`). Under capture a CUDA graph
+        gets the reference. A compiled training graph is never captured, so it does not ask: the query is
+        a graph break for torch.compile, which split a compiled AiM-L step at every layer (run26's profile)."""
+        training, compiling = torch.is_grad_enabled(), torch.compiler.is_compiling()
+        cuda = self.in_proj.weight.is_cuda and ((training and compiling)
+                                                or not torch.cuda.is_current_stream_capturing())
+        return choose_scan(self.scan_impl, length, cuda=cuda, training=training, compiling=compiling)
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
