@@ -1,5 +1,9 @@
 #!/bin/bash
-# Issues 18 and 19, 2026-12-02 (H200), two calls back to back:
+# Issues 18 and 19, 2026-12-02 (H200). Ran: part a (the d384 variant was cut by VARIANT_LIMIT after its judge
+# report; its metrics and export ran in the next call on the warm machine, docs/demo/h200_run26/finish_d384.log;
+# the GPU pytest was cut after 6 passed and mvar-d16's check by its limit), part b (its profiles came back from a
+# rerun: a call returns at most 8 files), and part c's graph-break count; part c's timed AiM-L step did not
+# run (device time spent): run it first next session. The parts:
 #   PART=a bash bench/device_run26.sh   # issue 19: two wider AiMs for the demo on the shipped tokenizer, side by
 #                                       # side on the GPU (each is small and launch-bound), while issue 18's GPU
 #                                       # correctness checks run in the foreground (nothing timed in this call)
