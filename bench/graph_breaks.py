@@ -8,16 +8,12 @@ import sys
 import torch
 import torch._dynamo
 
-from mambagen.bench import _model
-from mambagen.models.registry import family_of
+from mambagen.bench import _model, training_inputs
 
 
 def explain(name: str, device: torch.device) -> dict:
     model = _model(name, device, torch.float32, None).train()
-    cfg = model.config
-    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.num_tokens), device=device)
-    labels = torch.randint(0, cfg.num_classes, (2,), device=device)
-    inputs = family_of(model).train_inputs(model, tokens, labels, None, None)
+    inputs = training_inputs(model, 2, device)
     torch._dynamo.reset()
     with torch.autocast(device.type, dtype=torch.bfloat16):
         ex = torch._dynamo.explain(model)(*inputs)

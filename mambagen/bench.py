@@ -127,6 +127,18 @@ def bench_decode(tokenizer: str, batch: int, precision: str, repeat: int, device
             "seconds_per_batch": spb, "images_per_s": batch / spb}
 
 
+def training_inputs(model, batch: int, device) -> tuple:
+    """The model's training-forward arguments for `batch` random token sequences and labels (the family's
+    `train_inputs`, with the quantizer the family needs): what the training bench steps on."""
+    from .models.registry import family_of
+    from .tokenizers import KINDS
+    cfg, family = model.config, family_of(model)
+    tokens = torch.randint(0, cfg.vocab_size, (batch, cfg.num_tokens), device=device)
+    labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    quantizer = KINDS[family.tokenizer].shaped(cfg).quantize.to(device) if family.needs_quantizer else None
+    return family.train_inputs(model, tokens, labels, quantizer, None)
+
+
 def training_step(name: str, batch: int, precision: str, device, compile_model: bool = False,
                   checkpointing: bool = False, scan: str = "auto", scan_chunk: int = 64,
                   image_size: int | None = None, kernels: bool = False):
@@ -146,14 +158,7 @@ def training_step(name: str, batch: int, precision: str, device, compile_model: 
     if checkpointing:
         from .train.memory import checkpoint_blocks
         checkpoint_blocks(model)
-    from .models.registry import family_of
-    from .tokenizers import KINDS
-    cfg, family = model.config, family_of(model)
-    N = cfg.num_tokens
-    tokens = torch.randint(0, cfg.vocab_size, (batch, N), device=device)
-    labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    quantizer = KINDS[family.tokenizer].shaped(cfg).quantize.to(device) if family.needs_quantizer else None
-    inputs = family.train_inputs(model, tokens, labels, quantizer, None)
+    inputs = training_inputs(model, batch, device)
     opt = make_optimizer(model, 1e-4)
     fwd = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -202,7 +202,8 @@ class Mamba2(nn.Module):
     def _scan(self, length: int):
         """The scan for an input of `length` tokens now (see `choose_scan`). Under capture a CUDA graph
         gets the reference. A compiled training graph is never captured, so it does not ask: the query is
-        a graph break for torch.compile, which split a compiled AiM-L step at every layer (run26's profile)."""
+        a graph break for torch.compile, which split compiled training at every layer (a compiled AiM-B
+        forward: 6 graphs, now 1; bench/results/h200_run26c_graph_breaks.json)."""
         training, compiling = torch.is_grad_enabled(), torch.compiler.is_compiling()
         cuda = self.in_proj.weight.is_cuda and ((training and compiling)
                                                 or not torch.cuda.is_current_stream_capturing())
@@ -256,7 +257,8 @@ def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: b
     `kernels.reference_only()`): our Triton scan (`kernels/ssd_scan.py`) for eager training and for
     prefills of COMPILED_MIN_LEN tokens or more; inside a torch.compile'd model, training keeps the compiled
     tensor-core PyTorch scan, measured faster there (bench/results/h200_run25_training.json, one run:
-    67.5k tokens/s for AiM-L against 62.3k with the Triton op);
+    67.5k tokens/s for AiM-L against 62.3k with the Triton op, timed while `Mamba2._scan` still broke the
+    graph at every layer: to be timed again);
     without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short prefills and
     decoding, capture).
     Named: "triton"; "fast" the tensor-core formulation in PyTorch (compiled, its intermediates recomputed
