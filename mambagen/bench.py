@@ -289,6 +289,35 @@ def _measure(job: dict) -> dict:
     return fn(**{**job, "device": device})
 
 
+def merge_results(paths: list[str], out: Path) -> Path:
+    """Records of several bench JSON files (e.g. one image size per device call) in one table and plot.
+    They must come from one device: rows timed on different GPUs are not side by side."""
+    records, errors, devices, commands = [], [], set(), []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+            records += data["records"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--merge {p}: not a bench result ({e.__class__.__name__}: {e}); give the .json "
+                             "files `mambagen bench --out` wrote") from None
+        errors += data.get("errors", [])
+        devices.add(data["meta"]["device"])
+        commands.append(data["meta"]["command"])
+    if len(devices) > 1:
+        raise ValueError(f"--merge: results from different devices ({', '.join(sorted(devices))}); merge the runs "
+                         "of one device at a time")
+    records.sort(key=lambda r: (r["model"], r.get("path", ""), r.get("image_size") or 0, r["batch"]))
+    meta = {"device": devices.pop(), "torch": records[0]["torch"] if records else torch.__version__,
+            "command": "merged from " + "; ".join(f"{c} [{p}]" for c, p in zip(commands, paths))}
+    write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(to_markdown(records, meta))
+    if any(r.get("image_size") for r in records):
+        print(f"wrote {scaling_plot(records, out.with_name(out.name + '_scaling.png'))}")
+    print(to_markdown(records, meta))
+    return out
+
+
 def run_bench(args) -> Path:
     """Each measurement runs in its own process: a failure (or a poisoned CUDA context after a
     failed graph capture) loses that one number only, and peak memory is per measurement."""
@@ -297,6 +326,8 @@ def run_bench(args) -> Path:
     if args.single:
         print("RESULT " + json.dumps(_measure(json.loads(args.single))), flush=True)
         return Path(args.out)
+    if getattr(args, "merge", None):
+        return merge_results(args.merge, Path(args.out))
     from .device import resolve_device
     device = str(resolve_device(args.device))
     meta = {"device": _device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}

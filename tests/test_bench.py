@@ -110,3 +110,38 @@ def test_graph_breaks_counts_graphs_and_names_the_reasons(tmp_path, monkeypatch)
     monkeypatch.setattr(mamba2.Mamba2, "_scan", lambda self, n: (print("untraceable"), scan(self, n))[1])
     broken = gb.explain("aim-tiny", torch.device("cpu"))
     assert broken["graph_breaks"] >= 4 and broken["graphs"] > 1 and broken["reasons"]
+
+
+def _result(path, device, records):
+    path.write_text(json.dumps({"meta": {"device": device, "torch": "t", "command": f"bench {path.name}"},
+                                "records": records, "errors": []}))
+    return str(path)
+
+
+def _scaled(model, size, us):
+    return {**_rec(model, "fast", 16, 1.0, 1.5), "cfg": 1.5, "precision": "bf16", "seconds_per_batch": 1.0,
+            "image_size": size, "tokens": (size // 16) ** 2, "us_per_token": us, "torch": "t"}
+
+
+def test_merge_puts_runs_of_one_device_in_one_table_and_plot(tmp_path, capsys):
+    """Scaling rows timed in separate device calls (one image size each) land in one table, sorted by model
+    and size, and one plot; no timing runs. Runs of different GPUs are refused: not side by side."""
+    a = _result(tmp_path / "a.json", "GPU X", [_scaled("gpt-l", 1024, 250.0), _scaled("aim-l", 1024, 107.0)])
+    b = _result(tmp_path / "b.json", "GPU X", [_scaled("aim-l", 256, 106.0)])
+    out = tmp_path / "m"
+    assert main(["bench", "--merge", a, b, "--out", str(out)]) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["model"], r["image_size"]) for r in merged["records"]] == [("aim-l", 256), ("aim-l", 1024),
+                                                                         ("gpt-l", 1024)]
+    assert "a.json" in merged["meta"]["command"] and "b.json" in merged["meta"]["command"]
+    md = out.with_suffix(".md").read_text()
+    assert md.index("| aim-l | fast | 256 |") < md.index("| gpt-l | fast | 1024 |")
+    assert (tmp_path / "m_scaling.png").stat().st_size > 1000
+    c = _result(tmp_path / "c.json", "GPU Y", [_scaled("aim-l", 512, 106.0)])
+    (tmp_path / "bad.json").write_text("not json")
+    capsys.readouterr()
+    for files in ([a, c], [a, str(tmp_path / "bad.json")]):
+        assert main(["bench", "--merge", *files, "--out", str(tmp_path / "n")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and ("different devices" in err or "not a bench result" in err)
+    assert not (tmp_path / "n.json").exists()

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from mambagen.convert.aim import export_aim_state_dict
-from mambagen.models.aim import AiM, AiMConfig
+from mambagen.models.aim import AiM
 from parity import check, discover, load_fixture
 from mambagen.sample.raster import generate_raster
 from mambagen.sample.config import SamplingConfig

@@ -82,8 +82,8 @@ def test_inference_scan_choice_and_continuation_from_a_cache():
 
 
 def test_scan_choice_by_where_it_runs(monkeypatch):
-    """"auto": Triton for eager CUDA training and long CUDA prefills, the compiled PyTorch scan inside a
-    compiled model's training step (or without Triton), the reference on CPU, in short prefills and decoding."""
+    """"auto": Triton for CUDA training (eager or compiled) and long CUDA prefills, the compiled PyTorch
+    scan for training without Triton, the reference on CPU, in short prefills and decoding."""
     from mambagen.layers import kernels, mamba2
     from mambagen.layers.ssd_fast import ssd_chunked_recomputed
     marker = object()
@@ -91,12 +91,13 @@ def test_scan_choice_by_where_it_runs(monkeypatch):
     choose = lambda length=256, **kw: mamba2.choose_scan(kw.pop("impl", "auto"), length, **{
         "cuda": True, "training": True, "compiling": False, **kw})
     assert choose() is marker
-    assert choose(compiling=True) is ssd_chunked_recomputed
+    assert choose(compiling=True) is marker
     assert choose(training=False) is marker and choose(length=63, training=False) is ssd_chunked
     assert choose(cuda=False) is ssd_chunked and choose(cuda=False, training=False) is ssd_chunked
     assert choose(impl="reference") is ssd_chunked and choose(impl="triton", compiling=True) is marker
     monkeypatch.setattr(kernels, "ssd_chunked_triton", None)
-    assert choose() is ssd_chunked_recomputed and choose(training=False) is ssd_chunked
+    assert choose() is ssd_chunked_recomputed and choose(compiling=True) is ssd_chunked_recomputed
+    assert choose(training=False) is ssd_chunked
     with pytest.raises(RuntimeError, match="needs Triton"):
         choose(impl="triton")
 
@@ -107,16 +108,16 @@ def test_compiled_training_does_not_ask_about_capture(monkeypatch):
     the H200: bench/results/h200_run26c_graph_breaks.json), so a compiled training graph, never captured,
     must not ask. A layer on CUDA (seen through its in_proj weight) without a GPU here."""
     from types import SimpleNamespace
-    from mambagen.layers import kernels, mamba2
-    from mambagen.layers.ssd_fast import ssd_chunked_recomputed
+    from mambagen.layers import kernels
     m = Mamba2(d_model=16, d_state=8, headdim=8)
     del m._modules["in_proj"]
     object.__setattr__(m, "in_proj", SimpleNamespace(weight=SimpleNamespace(is_cuda=True)))   # not a module
     asked = []
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: asked.append(1) or True)
-    monkeypatch.setattr(kernels, "ssd_chunked_triton", object())
+    triton_scan = object()
+    monkeypatch.setattr(kernels, "ssd_chunked_triton", triton_scan)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert m._scan(256) is ssd_chunked_recomputed and asked == []      # compiled training: no query
+    assert m._scan(256) is triton_scan and asked == []                 # compiled training: no query
     with torch.no_grad():
         assert m._scan(256) is ssd_chunked and asked == [1]           # compiled inference may be captured
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)

@@ -37,6 +37,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="weights and activations while timing")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats (the median is reported)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="time nothing: put the records of these bench results (one device) in one OUT.json/.md "
+                        "and, for --image-size rows, one OUT_scaling.png")
     p.add_argument("--out", default="bench/results/bench", help="output path without extension (.json and .md)")
     p.add_argument("--single", default=None, help=argparse.SUPPRESS)   # internal: one measurement, as JSON
     p.set_defaults(fn=run)

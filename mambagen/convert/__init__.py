@@ -7,7 +7,6 @@ in its own module.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from ..family import Family, Size
 from ..layers.attention import KVCache, VARAttention
-from ..layers.embed import check_labels
 from ..sample.scales import NEXT_SCALE
 from ..tokenizers import KINDS
 
