@@ -1,5 +1,12 @@
 #!/bin/bash
-# Issue 18, 2026-12-02 (H200), each part one call under 10 minutes:
+# Issue 18, 2026-12-02 (H200), each part one call under 10 minutes. Ran: part a (its bench's 330 s limit cut
+# the two rows after the PyTorch scan's, whose compilation took most of it), part b (its training line was
+# cut by its 170 s limit), then, as two direct calls (results h200_run27b_training.*, h200_run27c_scaling_*):
+#   mambagen bench --train aim-l:compile:chunk128:triton gpt-l:compile --train-batch 64 --repeat 2 --precision bf16
+#   mambagen bench --train aim-l:compile:chunk128:triton gpt-l:compile --train-batch 16 --image-size 512 1024 \
+#     --repeat 2 --precision bf16     (AiM-L at 16 x 4096 ran out of the GPU's memory: next, :ckpt)
+# and the sweep's files merged on CPU: mambagen bench --merge ... --out bench/results/h200_run27_scaling_all
+# The parts as planned:
 #   PART=a bash bench/device_run27.sh   # the compiled AiM-L step now that Mamba2._scan no longer breaks its graph
 #                                       # (run26c: 6 graphs -> 1 on AiM-B): both scans side by side with GPT-L in
 #                                       # one run, the step's profile (does the ~60 ms of GPU idle go?), and

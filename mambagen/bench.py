@@ -203,7 +203,7 @@ def scaling_plot(records: list[dict], path: Path) -> Path:
     for r in records:
         if r["kind"] == "generation" and r.get("image_size"):
             split = f"{r['model']}:{r['path']}"
-            rows.append({"step": r["tokens"], "split": split, "name": "us_per_token_generation",
+            rows.append({"step": r["tokens"], "split": split, "name": "us_per_token",
                          "value": r["us_per_token"], "wall_time": 0.0})
             if r.get("peak_gib") is not None:
                 rows.append({"step": r["tokens"], "split": split, "name": "peak_gib", "value": r["peak_gib"],
@@ -211,7 +211,8 @@ def scaling_plot(records: list[dict], path: Path) -> Path:
         elif r["kind"] == "training" and r.get("image_size"):
             rows.append({"step": r["tokens_per_sample"], "split": r["model"], "name": "training_tokens_per_s",
                          "value": r["tokens_per_s"], "wall_time": 0.0})
-    img = draw_curves(rows, title="cost per token vs tokens per image (x: tokens)")
+    img = draw_curves(rows, title="cost per token, peak memory and training throughput vs tokens per image",
+                      x_label="tokens per image")
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path

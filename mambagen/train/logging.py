@@ -383,8 +383,8 @@ def _split_colours(rows: list[dict]) -> dict[str, tuple[int, int, int]]:
     return {s: SPLIT_COLOURS[i % len(SPLIT_COLOURS)] for i, s in enumerate(splits)}
 
 
-def draw_curves(rows: list[dict], title: str = "training curves", cols: int = 3) -> Image.Image:
-    """One panel per metric name, one coloured line per split, x = step."""
+def draw_curves(rows: list[dict], title: str = "training curves", cols: int = 3, x_label: str = "step") -> Image.Image:
+    """One panel per metric name, one coloured line per split, x = step (x_label names it on the axis)."""
     font = ImageFont.load_default()
     series = _series(rows)
     colours = _split_colours(rows)
@@ -400,11 +400,11 @@ def draw_curves(rows: list[dict], title: str = "training curves", cols: int = 3)
         return img
     for i, name in enumerate(names):
         r, c = divmod(i, cols)
-        _draw_panel(draw, font, c * PANEL_W, header + r * PANEL_H, name, series[name], colours)
+        _draw_panel(draw, font, c * PANEL_W, header + r * PANEL_H, name, series[name], colours, x_label)
     return img
 
 
-def _draw_panel(draw, font, x0: int, y0: int, name: str, splits: dict, colours: dict) -> None:
+def _draw_panel(draw, font, x0: int, y0: int, name: str, splits: dict, colours: dict, x_label: str) -> None:
     left, top = x0 + MARGIN_L, y0 + MARGIN_T
     right, bottom = x0 + PANEL_W - MARGIN_R, y0 + PANEL_H - MARGIN_B
     steps = [s for pts in splits.values() for s, _ in pts]
@@ -434,7 +434,7 @@ def _draw_panel(draw, font, x0: int, y0: int, name: str, splits: dict, colours: 
         draw.line([(x, bottom), (x, bottom + 4)], fill="black")
         label = _fmt_step(t)
         draw.text((x - draw.textlength(label, font=font) / 2, bottom + 6), label, fill="black", font=font)
-    draw.text((right - draw.textlength("step", font=font), bottom + 19), "step", fill=(90, 90, 90), font=font)
+    draw.text((right - draw.textlength(x_label, font=font), bottom + 19), x_label, fill=(90, 90, 90), font=font)
     draw.rectangle([left, top, right, bottom], outline="black")
 
     # one line per split; markers where points are sparse (validation)
