@@ -60,7 +60,7 @@ case "${STAGE:-data}" in
     done
     timeout -s TERM ${LIMIT:-540} python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $TOK --out $D/aim \
       --model ${MODEL:-aim-small} --model-overrides "$OVR" --steps ${GEN_STEPS:-3000} --batch-size 256 \
-      --lr ${LR:-4e-4} --eval-every 100 --keep-best \
+      --lr ${LR:-4e-4} --weight-decay ${WD:-0.05} --eval-every 100 --keep-best \
       --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume ) \
       || { echo "training stopped (rc $?): STAGE=generator again resumes it"
            # MEASURE_STOPPED=1: a call cut off by LIMIT still scores and exports best/ as it stands

@@ -8,6 +8,8 @@
 #                                       # side on the GPU (each is small and launch-bound), while issue 18's GPU
 #                                       # correctness checks run in the foreground (nothing timed in this call)
 #   PART=b bash bench/device_run26.sh   # issue 18, timed: the compiled AiM-L step's profile, the seeds' claims
+# Part a's generators are VARIANTS (one "name|overrides|VAR=value ..." per line; run26's two by default) and
+# NO_CHECKS=1 leaves out the GPU checks (bench/device_run28.sh PART=a uses both).
 # Part a carries .devdata/p26 (~18 MB, made on CPU): the train split tokenized by the shipped tokenizer with
 # --augment 7, the val split's tokens and images, and the scoring judge the shipped metrics used:
 #   mambagen tokenize --data .devdata/demo_v2/emoji64/train --tokenizer mambagen/assets/emoji-aim-demo/tokenizer \
@@ -17,20 +19,25 @@ P=${P:-.devdata/p26}
 case "${PART:-a}" in
   a)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > $OUT/h200_run26_env.txt
-    variant() {   # name, config overrides: bench/demo_v2.sh's generator stage in .devdata/<name> on the shared inputs
+    variant() {   # name, config overrides, extra environment: bench/demo_v2.sh's generator stage in .devdata/<name>
       local D=.devdata/$1; mkdir -p $D
       for f in tok-train tok-val judge emoji64; do ln -sfn $(realpath $P)/$f $D/$f; done
-      D=$D TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer OVERRIDES="$2" GEN_STEPS=${GEN_STEPS:-2500} \
-        LIMIT=${LIMIT:-330} MEASURE_STOPPED=1 SWEEP="${SWEEP:-2 3 4}" STAGE=generator \
+      env D=$D TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer OVERRIDES="$2" GEN_STEPS=${GEN_STEPS:-2500} \
+        LIMIT=${LIMIT:-330} MEASURE_STOPPED=1 SWEEP="${SWEEP:-2 3 4}" STAGE=generator $3 \
         timeout ${VARIANT_LIMIT:-555} bash bench/demo_v2.sh > $OUT/demo_$1.log 2>&1
     }
-    variant d384 '{"d_model": 384}' &
-    variant d320x16 '{"d_model": 320, "n_layer": 16}' &
-    timeout 100 python -m pytest -q -p no:cacheprovider tests/test_ssd_triton.py > $OUT/h200_run26_tests.txt 2>&1
-    tail -1 $OUT/h200_run26_tests.txt
-    timeout 150 python bench/check_fast_gpu.py $OUT/h200_run26_triton_scan_checks.json triton-scan > $OUT/checks.log 2>&1
-    timeout 220 python bench/check_fast_gpu.py $OUT/h200_run26_fast_checks.json fused-step aim-b gpt-b arpg-l var-d16 \
-      mvar-d16 >> $OUT/checks.log 2>&1
+    # VARIANTS: one "name|overrides|VAR=value ..." per line (demo_v2.sh's knobs: GEN_STEPS, WD, LR, ...)
+    VARIANTS=${VARIANTS:-'d384|{"d_model": 384}|
+d320x16|{"d_model": 320, "n_layer": 16}|'}
+    NAMES=$(cut -d'|' -f1 <<< "$VARIANTS")
+    while IFS='|' read -r name ovr extra; do variant "$name" "$ovr" "$extra" & done <<< "$VARIANTS"
+    if [ -z "${NO_CHECKS:-}" ]; then   # issue 18's GPU checks beside them (run26; NO_CHECKS=1 skips them)
+      timeout 100 python -m pytest -q -p no:cacheprovider tests/test_ssd_triton.py > $OUT/h200_run26_tests.txt 2>&1
+      tail -1 $OUT/h200_run26_tests.txt
+      timeout 150 python bench/check_fast_gpu.py $OUT/h200_run26_triton_scan_checks.json triton-scan > $OUT/checks.log 2>&1
+      timeout 220 python bench/check_fast_gpu.py $OUT/h200_run26_fast_checks.json fused-step aim-b gpt-b arpg-l var-d16 \
+        mvar-d16 >> $OUT/checks.log 2>&1
+    fi
     wait
     # the better variant by classes at target, then FD; its exported demo/ comes back in 15 MB parts
     BEST=$(python -c "
@@ -40,13 +47,14 @@ def score(v):
     except OSError: return (-1, 0)
     ok = sum(c['sample_acc'] >= 0.9 * c['real_acc'] for c in m['per_class'].values())
     return (ok, -m['fd'] / m['fd_floor'])
-print(max(sys.argv[1:], key=score))" d384 d320x16)
+print(max(sys.argv[1:], key=score))" $NAMES)
     echo "better variant: $BEST"
     tar cf - .devdata/$BEST/demo/config.json .devdata/$BEST/demo/NOTICE .devdata/$BEST/demo/model.safetensors \
       2>/dev/null | split -b 15M - $OUT/demo_$BEST.tar.part_
-    tar cf $OUT/demo_results.tar $(for v in d384 d320x16; do ls -d .devdata/$v/*.json .devdata/$v/demo_grid.png \
+    tar cf $OUT/demo_results.tar $(for v in $NAMES; do ls -d .devdata/$v/*.json .devdata/$v/demo_grid.png \
       .devdata/$v/aim/log.csv .devdata/$v/aim/curves.png .devdata/$v/samples/*.png 2>/dev/null; done)
-    tar cf $OUT/run26_logs.tar -C $OUT checks.log demo_d384.log demo_d320x16.log h200_run26_env.txt
+    tar cf $OUT/run26_logs.tar -C $OUT $( [ -f $OUT/checks.log ] && echo checks.log ) $(for v in $NAMES; do echo demo_$v.log; done) \
+      h200_run26_env.txt
     rm -f $OUT/checks.log $OUT/demo_*.log $OUT/h200_run26_env.txt ;;
   b)
     # the step users get: compiled, with the scan choose_scan picks there (the compiled PyTorch scan, run25)
