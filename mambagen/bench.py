@@ -153,8 +153,8 @@ def training_step(name: str, batch: int, precision: str, device, compile_model: 
     set_scan_impl(model, scan)
     set_kernels(model, kernels)
     has_mamba = any(isinstance(m, Mamba2) for m in model.modules())
-    scan_fn = (choose_scan(scan, model.config.num_tokens, cuda=device.type == "cuda", training=True,
-                           compiling=compile_model).__name__ if has_mamba else None)   # what "auto" resolves to
+    scan_fn = (choose_scan(scan, model.config.num_tokens, cuda=device.type == "cuda", training=True).__name__
+               if has_mamba else None)   # what "auto" resolves to
     if checkpointing:
         from .train.memory import checkpoint_blocks
         checkpoint_blocks(model)
@@ -298,22 +298,27 @@ def merge_results(paths: list[str], out: Path) -> Path:
         try:
             data = json.loads(Path(p).read_text())
             records += data["records"]
+            devices.add(data["meta"]["device"])
+            commands.append(data["meta"]["command"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"--merge {p}: not a bench result ({e.__class__.__name__}: {e}); give the .json "
                              "files `mambagen bench --out` wrote") from None
         errors += data.get("errors", [])
-        devices.add(data["meta"]["device"])
-        commands.append(data["meta"]["command"])
     if len(devices) > 1:
         raise ValueError(f"--merge: results from different devices ({', '.join(sorted(devices))}); merge the runs "
                          "of one device at a time")
     records.sort(key=lambda r: (r["model"], r.get("path", ""), r.get("image_size") or 0, r["batch"]))
     meta = {"device": devices.pop(), "torch": records[0]["torch"] if records else torch.__version__,
             "command": "merged from " + "; ".join(f"{c} [{p}]" for c, p in zip(commands, paths))}
+    return write_results(out, meta, records, errors, plot=any(r.get("image_size") for r in records))
+
+
+def write_results(out: Path, meta: dict, records: list[dict], errors: list[str], plot: bool) -> Path:
+    """OUT.json, OUT.md (the table, with any failures) and, with `plot`, OUT_scaling.png; the table printed."""
     write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
     with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(to_markdown(records, meta))
-    if any(r.get("image_size") for r in records):
+        tmp.write_text(to_markdown(records, meta) + ("\nFailed:\n" + "\n".join(f"- {e}" for e in errors) if errors else ""))
+    if plot:
         print(f"wrote {scaling_plot(records, out.with_name(out.name + '_scaling.png'))}")
     print(to_markdown(records, meta))
     return out
@@ -327,7 +332,7 @@ def run_bench(args) -> Path:
     if args.single:
         print("RESULT " + json.dumps(_measure(json.loads(args.single))), flush=True)
         return Path(args.out)
-    if getattr(args, "merge", None):
+    if args.merge:
         return merge_results(args.merge, Path(args.out))
     from .device import resolve_device
     device = str(resolve_device(args.device))
@@ -368,11 +373,4 @@ def run_bench(args) -> Path:
             errors.append(f"{job}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
             print("FAILED", errors[-1], flush=True)
         write_json(Path(args.out).with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
-    out = Path(args.out)
-    write_json(out.with_suffix(".json"), {"meta": meta, "records": records, "errors": errors})
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(to_markdown(records, meta) + ("\nFailed:\n" + "\n".join(f"- {e}" for e in errors) if errors else ""))
-    if args.image_size and len(args.image_size) > 1:
-        print(f"wrote {scaling_plot(records, out.with_name(out.name + '_scaling.png'))}")
-    print(to_markdown(records, meta))
-    return out
+    return write_results(Path(args.out), meta, records, errors, plot=bool(args.image_size and len(args.image_size) > 1))

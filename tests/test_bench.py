@@ -140,8 +140,10 @@ def test_merge_puts_runs_of_one_device_in_one_table_and_plot(tmp_path, capsys):
     c = _result(tmp_path / "c.json", "GPU Y", [_scaled("aim-l", 512, 106.0)])
     (tmp_path / "bad.json").write_text("not json")
     capsys.readouterr()
-    for files in ([a, c], [a, str(tmp_path / "bad.json")]):
+    (tmp_path / "no_meta.json").write_text(json.dumps({"records": []}))
+    for files, why in (([a, c], "different devices"), ([a, str(tmp_path / "bad.json")], "bad.json: not a bench result"),
+                       ([str(tmp_path / "no_meta.json")], "no_meta.json: not a bench result")):
         assert main(["bench", "--merge", *files, "--out", str(tmp_path / "n")]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and ("different devices" in err or "not a bench result" in err)
+        assert len(err.strip().splitlines()) == 1 and why in err
     assert not (tmp_path / "n.json").exists()

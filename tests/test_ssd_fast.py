@@ -89,15 +89,13 @@ def test_scan_choice_by_where_it_runs(monkeypatch):
     marker = object()
     monkeypatch.setattr(kernels, "ssd_chunked_triton", marker)
     choose = lambda length=256, **kw: mamba2.choose_scan(kw.pop("impl", "auto"), length, **{
-        "cuda": True, "training": True, "compiling": False, **kw})
+        "cuda": True, "training": True, **kw})
     assert choose() is marker
-    assert choose(compiling=True) is marker
     assert choose(training=False) is marker and choose(length=63, training=False) is ssd_chunked
     assert choose(cuda=False) is ssd_chunked and choose(cuda=False, training=False) is ssd_chunked
-    assert choose(impl="reference") is ssd_chunked and choose(impl="triton", compiling=True) is marker
+    assert choose(impl="reference") is ssd_chunked and choose(impl="triton") is marker
     monkeypatch.setattr(kernels, "ssd_chunked_triton", None)
-    assert choose() is ssd_chunked_recomputed and choose(compiling=True) is ssd_chunked_recomputed
-    assert choose(training=False) is ssd_chunked
+    assert choose() is ssd_chunked_recomputed and choose(training=False) is ssd_chunked
     with pytest.raises(RuntimeError, match="needs Triton"):
         choose(impl="triton")
 
@@ -136,7 +134,7 @@ def test_reference_only_keeps_every_layer_on_its_reference():
         with kernels.reference_only():
             pass
         assert not kernels.kernels_allowed()
-        assert mamba2.choose_scan("auto", 256, cuda=True, training=True, compiling=False) is ssd_chunked
+        assert mamba2.choose_scan("auto", 256, cuda=True, training=True) is ssd_chunked
         m = Mamba2(d_model=16, d_state=8, headdim=8)
         m.use_kernels = True
         assert not m._kernels_here(torch.zeros(1))

@@ -207,7 +207,7 @@ class Mamba2(nn.Module):
         training, compiling = torch.is_grad_enabled(), torch.compiler.is_compiling()
         cuda = self.in_proj.weight.is_cuda and ((training and compiling)
                                                 or not torch.cuda.is_current_stream_capturing())
-        return choose_scan(self.scan_impl, length, cuda=cuda, training=training, compiling=compiling)
+        return choose_scan(self.scan_impl, length, cuda=cuda, training=training)
 
     def step(self, u: torch.Tensor, cache: Mamba2Cache, index=None) -> torch.Tensor:
         """One token: u (B, d_model) -> (B, d_model); updates the cache in place.
@@ -252,12 +252,12 @@ class Mamba2(nn.Module):
             self.dt_bias, self.A_log, self.D, ngroups=self.ngroups, dt_limit=self.dt_limit)
 
 
-def choose_scan(impl: str, length: int, cuda: bool, training: bool, compiling: bool):
+def choose_scan(impl: str, length: int, cuda: bool, training: bool):
     """The scan function for `scan_impl` = impl. "auto" on CUDA (outside graph capture and
     `kernels.reference_only()`): our Triton scan (`kernels/ssd_scan.py`) for training, eager or inside a
     torch.compile'd model, and for prefills of COMPILED_MIN_LEN tokens or more. In the compiled AiM-L step
     (batch 64 x 256, bf16, H200) it gives 80.4k tokens/s against 77.3k for the compiled tensor-core PyTorch
-    scan, and compiles in a fraction of the time (bench/results/h200_run27*_training.json, timed once the
+    scan, and compiles faster (bench/results/h200_run27*_training.json, timed once the
     graph no longer broke at every layer; with the breaks, run25, the PyTorch scan had been faster).
     Without Triton, that PyTorch scan for training. The reference everywhere else (CPU, short prefills and
     decoding, capture).
