@@ -310,7 +310,8 @@ def merge_results(paths: list[str], out: Path) -> Path:
     records.sort(key=lambda r: (r["model"], r.get("path", ""), r.get("image_size") or 0, r["batch"]))
     meta = {"device": devices.pop(), "torch": records[0]["torch"] if records else torch.__version__,
             "command": "merged from " + "; ".join(f"{c} [{p}]" for c, p in zip(commands, paths))}
-    return write_results(out, meta, records, errors, plot=any(r.get("image_size") for r in records))
+    sizes = {r["image_size"] for r in records if r.get("image_size")}   # a curve needs two sizes at least
+    return write_results(out, meta, records, errors, plot=len(sizes) > 1)
 
 
 def write_results(out: Path, meta: dict, records: list[dict], errors: list[str], plot: bool) -> Path:

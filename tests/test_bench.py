@@ -125,7 +125,7 @@ def _scaled(model, size, us):
 
 def test_merge_puts_runs_of_one_device_in_one_table_and_plot(tmp_path, capsys):
     """Scaling rows timed in separate device calls (one image size each) land in one table, sorted by model
-    and size, and one plot; no timing runs. Runs of different GPUs are refused: not side by side."""
+    and size, and one plot (none for a single size); no timing runs. Runs of different GPUs are refused: not side by side."""
     a = _result(tmp_path / "a.json", "GPU X", [_scaled("gpt-l", 1024, 250.0), _scaled("aim-l", 1024, 107.0)])
     b = _result(tmp_path / "b.json", "GPU X", [_scaled("aim-l", 256, 106.0)])
     out = tmp_path / "m"
@@ -137,6 +137,8 @@ def test_merge_puts_runs_of_one_device_in_one_table_and_plot(tmp_path, capsys):
     md = out.with_suffix(".md").read_text()
     assert md.index("| aim-l | fast | 256 |") < md.index("| gpt-l | fast | 1024 |")
     assert (tmp_path / "m_scaling.png").stat().st_size > 1000
+    assert main(["bench", "--merge", a, "--out", str(tmp_path / "one")]) == 0   # one size: a table, no curve
+    assert (tmp_path / "one.md").exists() and not (tmp_path / "one_scaling.png").exists()
     c = _result(tmp_path / "c.json", "GPU Y", [_scaled("aim-l", 512, 106.0)])
     (tmp_path / "bad.json").write_text("not json")
     capsys.readouterr()
