@@ -85,7 +85,7 @@ def main():
     others = [torch.empty_like(s) for s in states]
     out["copy of one layer's state (read + write, the bandwidth floor)"] = per_layer_us(
         lambda: [o.copy_(s) for o, s in zip(others, states)])
-    del others
+    others = None   # free it before the next timings (the lambdas above have run)
     out["SSM-only kernel (previous)"] = per_layer_us(lambda: [ssm_step_inplace(s, x, dtt, -alog.exp(), Bm, Cm) for s in states])
     for bp, nw in ((16, 4), (32, 4), (16, 8), (8, 4)):   # (streaming cache hints on the state: no difference, run6)
         kw = dict(block_p=bp, num_warps=nw)
@@ -100,7 +100,7 @@ def main():
         parts = torch.randn(split, rows, D, device=dev)
         out[f"residual + norm + adaLN kernel, {split} slices"] = per_layer_us(
             lambda: [residual_norm_modulate(xs, mod, nw_, 1e-5, dt, gs, parts, mod[:, 2], 1e-5, 1) for _ in range(L)])
-    del states, pairs, w_in, w_out
+    states = pairs = w_in = w_out = None   # freed before the model loads
     # the whole step as the sampler graphs it (per layer = per step / 48)
     torch.manual_seed(0)
     model = mambagen.create_model("aim-l").to(dev, dt).eval()
