@@ -94,8 +94,10 @@ case "${STAGE:-data}" in
     python bench/demo_metrics.py --judge $D/judge.json --tokenizer $D/tokenizer.json --nll $D/nll.json \
       --out $D/metrics.json --describe "demo v2: ${MODEL:-aim-small} ${OVERRIDES:-} + vq-f8-small (GAN + perceptual), $DESCRIBE, cfg $CFG"
     VQ_DESC=$(python -c "import json; s = json.load(open('$TOK/config.json')).get('step'); print(f'{s} steps' if s else 'as shipped')")
+    # the views the tokens were made with (a carried tok-train/ may differ from AUGMENT's default)
+    VIEWS=$(python -c "import json; print(json.load(open('$D/tok-train/meta.json'))['augment'])")
     python bench/export_demo.py $D/aim/best $D/demo $EMA --cfg $CFG --data "$DESCRIBE" --notice $D/emoji64/NOTICE \
-      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ($VQ_DESC; GAN + perceptual, EMA), ${MODEL:-aim-small} ${OVERRIDES:-} --keep-best on --augment ${AUGMENT:-3} tokens"
+      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ($VQ_DESC; GAN + perceptual, EMA), ${MODEL:-aim-small} ${OVERRIDES:-}, weight decay ${WD:-0.05}, ${GEN_STEPS:-3000} steps, --keep-best on --augment $VIEWS tokens"
     python -m mambagen sample --model $D/demo --per-class 4 --out $D/demo_grid.png --device $DEV | tail -1
     if [ -n "${OUT:-}" ]; then
       tar cf $OUT/demo_generator.tar $D/demo/config.json $D/demo/NOTICE $D/demo/model.safetensors
