@@ -54,6 +54,30 @@ def test_triton_scan_equals_reference_with_gradients(l, chunk, h, g, with_state,
         assert a.shape == b.shape and _rel(a, b) < 1e-4, name
 
 
+@pytest.mark.parametrize("rows", sorted(set(ssd_scan.Y_ROWS + ssd_scan.BACKWARD_ROWS)))
+def test_every_tile_the_tuner_may_pick_gives_the_reference(rows, monkeypatch):
+    """The interpreter runs each kernel's first tile only; a GPU's tuner may pick any in its list. Each tile,
+    forced on every kernel that lists it: a chunk of 48 is three tiles of 16, two of 32 (the last half
+    masked) or one of 64, so tiles that split a chunk, pad it and cover it whole are all exercised."""
+    import triton
+    for kernel, options in ((ssd_scan._y_kernel, ssd_scan.Y_ROWS), (ssd_scan._bwd_dx_db_kernel, ssd_scan.BACKWARD_ROWS),
+                            (ssd_scan._bwd_dc_kernel, ssd_scan.BACKWARD_ROWS)):
+        if rows in options:
+            monkeypatch.setattr(kernel, "configs", [triton.Config({"BLOCK": rows}, num_warps=4, num_stages=2)])
+    x, dt, A, B, C, s0 = _inputs(b=1, l=96, h=4, p=16, g=2, n=16)
+    ref_in = [t.requires_grad_() for t in (x, dt * 0.5, A, B, C, s0)]
+    ours_in = [t.detach().float().requires_grad_() for t in ref_in]
+    wy = torch.randn(1, 96, 4, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(DEVICE)
+    outs = []
+    for scan, inputs in ((ssd_chunked, ref_in), (ssd_chunked_triton, ours_in)):
+        y, s = scan(*inputs[:5], 48, initial_state=inputs[5])
+        outs.append((y, s, torch.autograd.grad((y * wy.to(y.dtype)).sum() + s.sum(), inputs)))
+    (y_ref, s_ref, g_ref), (y, s, g) = outs
+    assert _rel(y, y_ref) < 1e-5 and _rel(s, s_ref) < 1e-5
+    for name, a, b in zip("x dt A B C s0".split(), g, g_ref):
+        assert _rel(a, b) < 1e-4, name
+
+
 def test_triton_scan_reads_x_b_c_in_place_as_views_of_the_conv_output():
     """x, B and C come as column slices of one (b, l, conv_dim) tensor (the conv output): the kernels read
     them where they are (no copy) and give the reference's values and gradients, the gradient of the

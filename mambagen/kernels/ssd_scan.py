@@ -36,6 +36,9 @@ import triton
 import triton.language as tl
 
 BLOCK_STATE = 64  # rows of the chunk-state loop
+# The tiles of rows the tuner tries (the interpreter takes the first). 16 rows in the backward kernels: at
+# AiM-L's shape the only dx/dB setting that does not spill (8 warps; bench/results/offline_sm90_scan_registers)
+Y_ROWS, BACKWARD_ROWS = (64, 32), (32, 64, 16)
 MAX_PARTIALS = 8  # the heads of a group are split over this many programs; their dB / dC partials are summed
 
 
@@ -214,7 +217,7 @@ def _carry_bwd_kernel(sent_ptr, acum_ptr, states_ptr, dfinal_ptr, dout_ptr, dend
     tl.store(dinit_ptr + bh.to(tl.int64) * PN + offs, ds, mask=m)
 
 
-@_tuned((64, 32), key=["H", "G", "P", "N", "Q", "MM"])
+@_tuned(Y_ROWS, key=["H", "G", "P", "N", "Q", "MM"])
 @triton.jit
 def _y_kernel(x_ptr, SX, dt_ptr, acum_ptr, cb_ptr, C_ptr, SC, states_ptr, y_ptr, L, NC,
               H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, N: tl.constexpr, Q: tl.constexpr,
@@ -241,7 +244,7 @@ def _y_kernel(x_ptr, SX, dt_ptr, acum_ptr, cb_ptr, C_ptr, SC, states_ptr, y_ptr,
     tl.store(y_ptr + ((t0 + offs_l[:, None]) * H + h) * P + offs_p[None, :], acc, mask=ml[:, None] & mp[None, :])
 
 
-@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned(BACKWARD_ROWS, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dx_db_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, cb_ptr, dy_ptr, SDY, dout_ptr,
                       dx_ptr, ddt_ptr, dB_ptr, rowB_ptr, L, NC,
@@ -287,7 +290,7 @@ def _bwd_dx_db_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, cb_ptr,
     _store_group_partial(dB_ptr, dB, bc, g, offs_s, ms, offs_n, mn, Q, H, G, N, HEADS)
 
 
-@_tuned((32, 64), key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
+@_tuned(BACKWARD_ROWS, key=["H", "G", "P", "N", "Q", "HEADS", "MM"])
 @triton.jit
 def _bwd_dc_kernel(x_ptr, SX, dt_ptr, acum_ptr, B_ptr, SB, C_ptr, SC, dy_ptr, SDY, states_ptr, dC_ptr, rowC_ptr,
                    L, NC,
