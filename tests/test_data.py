@@ -330,6 +330,42 @@ def test_a_code_named_style_is_matched_to_the_metadata_by_unified_code(tmp_path)
     assert "Fluent Emoji" in E.notice_text(["fluent"]) and "MIT" in E.LICENSES["fluent"]
 
 
+SVG_DOT = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32" viewBox="0 0 32 32">'
+           b'<circle cx="16" cy="16" r="12" fill="#d01030"/></svg>')
+
+
+def test_flat_vector_art_is_rendered_anti_aliased_and_a_bad_svg_is_skipped(tmp_path):
+    """fluent-flat's assets/<code>.svg go through resvg: an emoji on white at the asked size, its edge
+    anti-aliased (rendered at 4x, box-averaged down); an unreadable SVG is one skipped image with a reason."""
+    pytest.importorskip("resvg_py")
+    meta = [_record("1F600", "Smileys & Emotion", "grinning"), _record("1F601", "Smileys & Emotion", "beaming")]
+    flat = _tar(tmp_path / "f.tgz", [("package/assets/1f600.svg", SVG_DOT),
+                                      ("package/assets/1f601.svg", b"<svg xmlns='http://www.w3.org/2000/svg'><circle")])
+    meta_tgz = _tar(tmp_path / "m.tgz", [("package/emoji.json", json.dumps(meta).encode())])
+    got, dirs, _ = E.unpack_packages({"meta": meta_tgz, "fluent-flat": flat}, tmp_path / "work", styles=("fluent-flat",))
+    img = np.asarray(E.prepare_emoji_image(dirs["fluent-flat"] / "1f600.png", 32)).astype(int)
+    assert img.shape == (32, 32, 3) and img[0, 0].tolist() == [255, 255, 255]
+    assert abs(img[16, 16] - [0xD0, 0x10, 0x30]).max() <= 2                 # the circle's colour at its centre
+    blended = ((img[..., 1] > 0x30) & (img[..., 1] < 0xE0)).sum()            # rim pixels between red and white
+    assert 20 < blended < 120                                                # anti-aliased all round, not blurred
+    items, _ = E.select_emoji(got, styles=("fluent-flat",))
+    stats = E.write_dataset(items, dirs, tmp_path / "ds", size=32, val_fraction=0.0, progress=False)
+    assert stats["totals"]["train"] == 1 and [s["reason"].split(":")[0] for s in stats["skipped"]] == ["unreadable SVG"]
+    assert "Fluent Emoji (Flat)" in (tmp_path / "ds" / "NOTICE").read_text()
+    two = {**stats, "styles": ["fluent", "fluent-flat"],
+           "images": {sp: {c: {"fluent": 1, "fluent-flat": 1} for c in v} for sp, v in stats["images"].items()}}
+    assert "train fluent  train fluent-flat" in E.format_summary(two).splitlines()[0]   # long names keep a gap
+
+
+def test_flat_style_without_its_renderer_says_how_to_install_it_before_any_download(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "resvg_py" else real_import(name, *a, **k))
+    with pytest.raises(ValueError, match=r"pip install 'mambagen\[svg\]'"):
+        E.build_emoji_dataset("/tmp/never-written", styles=("google", "fluent-flat"), cache_dir="/nonexistent/cache")
+
+
 def test_shifted_views_keep_the_emoji_on_white_and_are_a_function_of_the_index(tmp_path):
     from mambagen.data.tokens import TokenDataset, shifted_view, tokenize_dataset
     import mambagen

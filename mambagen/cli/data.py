@@ -30,12 +30,13 @@ def add_emoji(subparsers) -> None:
                     "except Component (or, with --level subcategory, their subcategories); base emoji only; images "
                     "composited on white. About --val-fraction of each class goes to val/, every style of one emoji "
                     "on the same side. Also writes ROOT/NOTICE (image licenses: Noto Emoji Apache-2.0, Twemoji "
-                    "CC-BY 4.0, Fluent Emoji MIT) and ROOT/stats.json.")
+                    "CC-BY 4.0, Fluent Emoji 3D and Flat MIT) and ROOT/stats.json.")
     p.add_argument("root", metavar="ROOT", help="output folder (built beside it, then renamed into place)")
     p.add_argument("--size", type=int, choices=(64, 32), default=64, help="image side in pixels")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of each class's emoji held out in val/")
     p.add_argument("--styles", default=",".join(STYLES), help=f"comma-separated art styles to include, of "
-                   f"{', '.join(ALL_STYLES)} (fluent: Microsoft's Fluent Emoji 3D, MIT)")
+                   f"{', '.join(ALL_STYLES)} (fluent: Microsoft's Fluent Emoji 3D, MIT; fluent-flat: its flat "
+                   "vector art, MIT, rendered by the resvg-py wheel: pip install 'mambagen[svg]')")
     p.add_argument("--cache", default=str(default_cache_dir()), help="folder caching the verified npm tarballs")
     p.add_argument("--skin-tones", action="store_true", help="also include skin-tone variants (same split as "
                    "their base emoji)")

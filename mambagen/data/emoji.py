@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -39,13 +40,15 @@ from .folder import DECODE_ERRORS, to_rgb
 VERSION = "16.0.0"
 META_PACKAGE = "emoji-datasource"
 # art styles: npm package, pinned version, and where its images are (emoji-datasource's: img/<style>/64/ PNGs
-# named as the metadata says; Fluent's: assets/<unified code>.webp, matched to the metadata by code)
+# named as the metadata says; Fluent's: assets/<unified code>.webp (3D) or .svg (flat), matched by code)
 STYLE_PACKAGES = {"google": "emoji-datasource-google", "twitter": "emoji-datasource-twitter",
-                  "fluent": "@lobehub/fluent-emoji-3d"}
-STYLE_VERSIONS = {"google": VERSION, "twitter": VERSION, "fluent": "1.1.0"}
+                  "fluent": "@lobehub/fluent-emoji-3d", "fluent-flat": "@lobehub/fluent-emoji-flat"}
+STYLE_VERSIONS = {"google": VERSION, "twitter": VERSION, "fluent": "1.1.0", "fluent-flat": "1.1.0"}
 STYLES = ("google", "twitter")         # the default (the shipped demo's data); add fluent with --styles
 ALL_STYLES = tuple(STYLE_PACKAGES)
-CODE_NAMED = {"fluent": "package/assets/"}   # styles whose images are named by unified code
+CODE_NAMED = {"fluent": "package/assets/", "fluent-flat": "package/assets/"}   # images named by unified code
+SVG_STYLES = ("fluent-flat",)          # vector art: rendered by resvg (the resvg-py wheel, no system library)
+SVG_OVERSAMPLE = 4                     # rendered at 4x the target side, then box-averaged down (anti-aliased)
 EXCLUDED_CATEGORIES = ("Component",)  # skin-tone / hair swatches, not emoji in their own right
 SOURCE_SIZE = 64                       # the per-emoji PNGs live in img/<style>/64/
 
@@ -60,6 +63,8 @@ PINNED_INTEGRITY = {
         "sha512-7F+uCuHH+7Qnrc15P5tnbvKkg9E6tlzi4MnT2uW1RlN4pLYTza6cP/dstIfSDMtpjFLWuZewWg8jBbuL2eyELQ==",
     ("@lobehub/fluent-emoji-3d", "1.1.0"):
         "sha512-Wlq2lVStTnr8BDpIJ0pEnTKO4LuDxxqTEhTvRtD1DLRF0me7ogeRQjKoehDHXuVJ2Qaecgl5wRBv60lUAG3h7g==",
+    ("@lobehub/fluent-emoji-flat", "1.1.0"):
+        "sha512-lPYCg8+N56MIj+iOgeBeH6AF0tneXxJCvgi41rOTjAWpA5rU2WUcmU1fiIXouEe8GrSTarWCYLY2ML+rdLRHsg==",
 }
 # Used only when the `npm` client is not installed (normally `npm pack` / `npm view` do the fetching).
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -74,6 +79,8 @@ LICENSES = {
                "under CC-BY 4.0: https://creativecommons.org/licenses/by/4.0/",
     "fluent": "Fluent Emoji (3D) by Microsoft: MIT License, https://github.com/microsoft/fluentui-emoji "
               "(repackaged on npm as @lobehub/fluent-emoji-3d)",
+    "fluent-flat": "Fluent Emoji (Flat) by Microsoft: MIT License, https://github.com/microsoft/fluentui-emoji "
+                   "(repackaged on npm as @lobehub/fluent-emoji-flat)",
 }
 
 
@@ -526,12 +533,39 @@ class OddImage(ValueError):
     """A source image that is unreadable or not what an emoji PNG should be; it is skipped."""
 
 
+def svg_renderer():
+    """resvg's Python wheel, or a ValueError that says how to install it (asked before any download)."""
+    try:
+        import resvg_py
+    except ImportError:
+        raise ValueError("the fluent-flat style is vector art and needs an SVG renderer: "
+                         "pip install 'mambagen[svg]' (the resvg-py wheel; no system library)") from None
+    return resvg_py
+
+
+def _is_svg(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(1024).lstrip()
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+
+
+def _render_svg(path: str | os.PathLike, size: int) -> Image.Image:
+    """An SVG emoji rendered at SVG_OVERSAMPLE x `size` wide (aspect kept), transparent; raises OddImage."""
+    try:
+        png = svg_renderer().svg_to_bytes(svg_path=str(path), width=SVG_OVERSAMPLE * size, skip_system_fonts=True)
+    except ValueError as e:
+        if "needs an SVG renderer" in str(e):
+            raise
+        raise OddImage(f"unreadable SVG: {str(e).strip() or type(e).__name__}") from None
+    return Image.open(io.BytesIO(bytes(png)))
+
+
 def prepare_emoji_image(path: str | os.PathLike, size: int) -> Image.Image:
-    """Emoji PNG -> RGB size x size, composited on white, centred (aspect kept); raises OddImage."""
+    """Emoji PNG / WebP / SVG -> RGB size x size, composited on white, centred (aspect kept); raises OddImage."""
     try:
         if os.path.getsize(path) == 0:
             raise OddImage("empty file (0 bytes)")
-        with Image.open(path) as img:
+        with (_render_svg(path, size) if _is_svg(path) else Image.open(path)) as img:
             img.load()
             if img.mode not in ACCEPTED_MODES:
                 raise OddImage(f"unexpected mode {img.mode}")
@@ -691,6 +725,8 @@ def build_emoji_dataset(root: str | os.PathLike, size: int = 64, val_fraction: f
     unknown = [s for s in styles if s not in STYLE_PACKAGES]
     if unknown or not styles:
         raise ValueError(f"unknown style(s) {unknown or '(none given)'}; choose from {', '.join(ALL_STYLES)}")
+    if any(s in SVG_STYLES for s in styles):
+        svg_renderer()   # before any download
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_selection(level, drop_other)   # before any download
@@ -715,13 +751,14 @@ def format_summary(stats: dict) -> str:
     styles, imgs = stats["styles"], stats["images"]
     cols = [(sp, s) for sp in ("train", "val") for s in styles]
     width = max(len(c) for c in stats["classes"]) + 2
-    head = f"{'class':<{width}}" + "".join(f"{sp + ' ' + s:>15}" for sp, s in cols) + f"{'emoji tr/val':>15}"
+    cell = max(15, *(len(f"{sp} {s}") + 2 for sp, s in cols))   # every header keeps a gap before the next
+    head = f"{'class':<{width}}" + "".join(f"{sp + ' ' + s:>{cell}}" for sp, s in cols) + f"{'emoji tr/val':>15}"
     rows = [head, "-" * len(head)]
     for c in stats["classes"]:
-        cells = "".join(f"{imgs[sp][c][s]:>15}" for sp, s in cols)
+        cells = "".join(f"{imgs[sp][c][s]:>{cell}}" for sp, s in cols)
         emo = f"{stats['emoji']['train'][c]}/{stats['emoji']['val'][c]}"
         rows.append(f"{c:<{width}}{cells}{emo:>15}")
-    total = "".join(f"{sum(imgs[sp][c][s] for c in stats['classes']):>15}" for sp, s in cols)
+    total = "".join(f"{sum(imgs[sp][c][s] for c in stats['classes']):>{cell}}" for sp, s in cols)
     emo = f"{sum(stats['emoji']['train'].values())}/{sum(stats['emoji']['val'].values())}"
     rows += ["-" * len(head), f"{'total':<{width}}{total}{emo:>15}"]
     if stats["skipped"]:
