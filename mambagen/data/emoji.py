@@ -1,10 +1,11 @@
-"""The built-in demo dataset: emoji in 9 classes, two art styles, 64x64 (or 32x32) on white.
+"""The built-in demo dataset: emoji in 9 categories (or their subcategories), 64x64 (or 32x32) on white.
 
     mambagen data emoji ROOT  ->  ROOT/{train,val}/<class>/<name>_<style>.png, ROOT/NOTICE, ROOT/stats.json
 
-Sources are three npm packages at one pinned version: `emoji-datasource` (metadata: category,
-unified code, image file name, has_img_<style>, skin_variations ...) and
-`emoji-datasource-{google,twitter}` (per-emoji PNGs in img/<style>/64/). The steps are separate
+Sources are npm packages at pinned versions: `emoji-datasource` (metadata: category, unified code, image
+file name, has_img_<style>, skin_variations ...), `emoji-datasource-{google,twitter}` (per-emoji PNGs in
+img/<style>/64/) and, with --styles, Microsoft's Fluent Emoji as 3D WebPs or flat SVGs named by unified
+code (the SVGs rendered by resvg). The steps are separate
 functions so they can be tested without a network:
 
     fetch_package      npm tarball -> cache, sha512-verified (reused from the cache offline)
@@ -551,11 +552,10 @@ def _is_svg(path: str | os.PathLike) -> bool:
 
 def _render_svg(path: str | os.PathLike, size: int) -> Image.Image:
     """An SVG emoji rendered at SVG_OVERSAMPLE x `size` wide (aspect kept), transparent; raises OddImage."""
+    renderer = svg_renderer()
     try:
-        png = svg_renderer().svg_to_bytes(svg_path=str(path), width=SVG_OVERSAMPLE * size, skip_system_fonts=True)
-    except ValueError as e:
-        if "needs an SVG renderer" in str(e):
-            raise
+        png = renderer.svg_to_bytes(svg_path=str(path), width=SVG_OVERSAMPLE * size, skip_system_fonts=True)
+    except ValueError as e:   # resvg's answer to a file it cannot parse or draw
         raise OddImage(f"unreadable SVG: {str(e).strip() or type(e).__name__}") from None
     return Image.open(io.BytesIO(bytes(png)))
 
@@ -751,7 +751,7 @@ def format_summary(stats: dict) -> str:
     styles, imgs = stats["styles"], stats["images"]
     cols = [(sp, s) for sp in ("train", "val") for s in styles]
     width = max(len(c) for c in stats["classes"]) + 2
-    cell = max(15, *(len(f"{sp} {s}") + 2 for sp, s in cols))   # every header keeps a gap before the next
+    cell = max([15, *(len(f"{sp} {s}") + 2 for sp, s in cols)])   # every header keeps a gap before the next
     head = f"{'class':<{width}}" + "".join(f"{sp + ' ' + s:>{cell}}" for sp, s in cols) + f"{'emoji tr/val':>15}"
     rows = [head, "-" * len(head)]
     for c in stats["classes"]:
