@@ -81,11 +81,15 @@ def compile_report(jit, pointers: dict, constexprs: dict, warps: int, stages: in
             "programs_per_sm": programs, "warps_per_sm": programs * warps}
 
 
-def report(arch: int = 90, only: str | None = None) -> list[dict]:
+def report(arch: int = 90, only: str | None = None, heads: int | None = None) -> list[dict]:
+    """Every tuned setting of every kernel; `heads`: the heads one backward program visits (HEADS), instead of
+    AiM-L's 4 (32 heads over ssd_scan.MAX_PARTIALS = 8 programs; 1 is one head per program)."""
     rows = []
     for name, what, pointers, extra in KERNELS:
         if only and name != only:
             continue
+        if heads is not None and "HEADS" in extra:
+            extra = {**extra, "HEADS": heads}
         kernel = getattr(ssd_scan, name)
         tuned = not isinstance(kernel, triton.runtime.jit.JITFunction)
         jit = kernel.fn if tuned else kernel
@@ -94,7 +98,7 @@ def report(arch: int = 90, only: str | None = None) -> list[dict]:
         settings = ([(dict(c.kwargs), c.num_warps, c.num_stages) for c in kernel.configs] if tuned else [({}, 4, 3)])
         for meta, warps, stages in settings:
             r = compile_report(jit, pointers, {**SHAPE, **extra, **meta}, warps, stages, arch)
-            rows.append({"kernel": name, "part": what, **meta, **r})
+            rows.append({"kernel": name, "part": what, **meta, **({"HEADS": extra["HEADS"]} if "HEADS" in extra else {}), **r})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -103,10 +107,10 @@ def markdown(rows: list[dict], arch: int) -> str:
     lines = [f"# Our SSD scan kernels' resources, compiled offline for sm_{arch}a", "",
              f"`python bench/kernel_registers.py` (Triton {triton.__version__}); AiM-L's layer in bf16 training: "
              "32 heads x 64, d_state 128, chunk 128.", "",
-             "| kernel | part | rows | warps | registers | spill stores / loads (B per thread) | shared KiB | programs (warps) per SM |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| kernel | part | heads per program | rows | warps | registers | spill stores / loads (B per thread) | shared KiB | programs (warps) per SM |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['kernel']}` | {r['part']} | {r.get('BLOCK', '-')} | {r['warps']} | {r['registers']} | "
+        lines.append(f"| `{r['kernel']}` | {r['part']} | {r.get('HEADS', '-')} | {r.get('BLOCK', '-')} | {r['warps']} | {r['registers']} | "
                      f"{r['spill_stores']} / {r['spill_loads']} | {r['shared_bytes'] / 1024:.0f} | "
                      f"{r['programs_per_sm']} ({r['warps_per_sm']} of {WARPS_PER_SM}) |")
     return "\n".join(lines) + "\n"
@@ -117,8 +121,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", nargs="?", default="bench/results/offline_sm90_scan_registers", help="path without extension")
     ap.add_argument("--only", default=None, help="one kernel, e.g. _bwd_dx_db_kernel")
+    ap.add_argument("--heads", type=int, default=None, help="heads per backward program (default: AiM-L's 4)")
     a = ap.parse_args()
-    out, rows = a.out, report(only=a.only)
+    out, rows = a.out, report(only=a.only, heads=a.heads)
     if not rows:
         raise SystemExit(f"no kernel named {a.only}: one of {', '.join(sorted({k[0] for k in KERNELS}))}")
     meta = {"arch": "sm_90a", "triton": triton.__version__, "command": "python " + " ".join(sys.argv), "shape": SHAPE}

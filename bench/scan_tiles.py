@@ -1,7 +1,10 @@
 """Each tile setting of our Triton scan's backward kernels, timed side by side in one process: the dx/dB
 and dC kernels forced to one (rows, warps) at a time, then the tuner's own pick, at AiM-L's layer (bf16,
-chunk 128; 64 x 256 and 4 x 4096 tokens). Forward + backward of the scan, the median of 20 calls.
-bench/kernel_registers.py says which settings spill; this says which are fast.
+chunk 128; 64 x 256 and 4 x 4096 tokens), with a group's 32 heads over ssd_scan.MAX_PARTIALS = 8 programs
+(4 heads each, as shipped) and over 32 (one head each: fewer live registers, offline, but 4x the dB/dC
+partials to write and sum). Forward + backward of the scan, the median of 20 calls.
+bench/kernel_registers.py (--heads 1 for one head per program) says which settings spill; this says which
+are fast.
 
     python bench/scan_tiles.py OUT            # GPU: OUT.json and OUT.md
     TRITON_INTERPRET=1 python bench/scan_tiles.py OUT --tiny   # a CPU dry run at a toy shape
@@ -41,8 +44,9 @@ def main(out, tiny=False):
             "triton": triton.__version__, "command": " ".join(["python bench/scan_tiles.py", *sys.argv[1:]])}
     tuned = list(BACKWARD[0].configs)
     settings = [([c], f"{c.kwargs['BLOCK']} rows, {c.num_warps} warps") for c in tuned] + [(tuned, "the tuner's pick")]
-    records = []
-    for b, length in shapes:
+    records, shipped_partials = [], ssd_scan.MAX_PARTIALS
+    for (b, length), partials in [(shape, k) for shape in shapes for k in (8, 32)]:
+        ssd_scan.MAX_PARTIALS = partials
         torch.manual_seed(0)
         x = torch.randn(b, length, h, p, device=dev, dtype=dtype, requires_grad=True)
         B, C = (torch.randn(b, length, 1, n, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
@@ -55,7 +59,8 @@ def main(out, tiny=False):
 
         for configs, label in settings:
             force(configs)
-            rec = {"setting": label, "batch": b, "tokens": length, "chunk": chunk}
+            rec = {"setting": label, "batch": b, "tokens": length, "chunk": chunk, "max_partials": partials,
+                   "heads_per_program": ssd_scan._heads_per_program(h)}
             try:
                 rec["forward_backward_ms"] = median_ms(fwd_bwd, repeat)
                 rec["picked"] = [f"{k.best_config.kwargs['BLOCK']} rows, {k.best_config.num_warps} warps"
@@ -66,13 +71,16 @@ def main(out, tiny=False):
             records.append(rec)
             write_json(out + ".json", {"meta": meta, "records": records})   # what is done survives a time limit
     force(tuned)
+    ssd_scan.MAX_PARTIALS = shipped_partials
     write_json(out + ".json", {"meta": meta, "records": records})
     lines = [f"# The scan's backward tiles: {meta['device']}", "", f"`{meta['command']}` (torch {meta['torch']}, "
              f"Triton {meta['triton']}); AiM-L's layer, chunk {chunk}, forward + backward, median of {repeat}.", "",
-             "| tokens | backward kernels' setting | ms | tuner's pick (dx/dB, dC) |", "|---|---|---|---|"]
+             "| tokens | heads per program | backward kernels' setting | ms | tuner's pick (dx/dB, dC) |",
+             "|---|---|---|---|---|"]
     for r in records:
         ms = f"{r['forward_backward_ms']:.3f}" if "forward_backward_ms" in r else r["error"]
-        lines.append(f"| {r['batch']} x {r['tokens']} | {r['setting']} | {ms} | {'; '.join(r.get('picked') or []) or '-'} |")
+        lines.append(f"| {r['batch']} x {r['tokens']} | {r['heads_per_program']} | {r['setting']} | {ms} | "
+                     f"{'; '.join(r.get('picked') or []) or '-'} |")
     with atomic_path(out + ".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
