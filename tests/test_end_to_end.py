@@ -33,7 +33,7 @@ def _image_folder(root, n_per_class=8, size=20):
 
 
 @pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun not installed")
-def test_two_stage_pipeline_through_the_cli(tmp_path):
+def test_two_stage_pipeline_through_the_cli(tmp_path, capsys):
     images = tmp_path / "images"
     _image_folder(images)
     run = tmp_path / "run"
@@ -44,7 +44,8 @@ def test_two_stage_pipeline_through_the_cli(tmp_path):
     assert (run / "vq" / "tokenizer" / "config.json").exists() and (run / "vq" / "curves.png").exists()
 
     assert main(["tokenize", "--data", str(images), "--tokenizer", str(run / "vq" / "tokenizer"),
-                 "--out", str(run / "tokens"), "--image-size", "16", "--flip", "--device", "cpu"]) == 0
+                 "--out", str(run / "tokens"), "--image-size", "16", "--flip", "--device", "cpu", "--no-progress"]) == 0
+    assert "tokenizing" not in capsys.readouterr().err                 # --no-progress: no bars in a log
     meta = mambagen.data.tokens.TokenDataset(run / "tokens").meta
     assert meta["num_samples"] == 16 and meta["num_tokens"] == 16 and meta["classes"] == ["discs", "squares"]
 

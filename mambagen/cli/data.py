@@ -78,7 +78,7 @@ def add_tokenize(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images encoded at once")
     p.add_argument("--shard-size", type=int, default=65536, help="images per shard")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes reading images")
-    add_run_args(p, progress=False)
+    add_run_args(p)
     p.set_defaults(fn=_cmd_tokenize)
 
 
@@ -94,9 +94,10 @@ def _cmd_tokenize(args) -> None:
     tok = load_tokenizer(args.tokenizer, device)
     size = args.image_size or tok.config.image_size
     ds = ImageFolder(args.data, size)
-    ds.scan()   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
+    ds.scan(progress=args.progress)   # verify every file first: a bad one is dropped, not replaced by a duplicate of its neighbour
     out = tokenize_dataset(tok, ds, args.out, batch_size=args.batch_size, flip=args.flip, augment=args.augment,
-                           shard_size=args.shard_size, device=device, num_workers=args.num_workers)
+                           shard_size=args.shard_size, device=device, num_workers=args.num_workers,
+                           progress=args.progress)
     meta = read_json(out / "meta.json")
     views = 1 + args.flip + args.augment
     print(f"wrote {meta['num_samples']} images x {views} view{'s' if views > 1 else ''} of {meta['num_tokens']} "
