@@ -3,17 +3,19 @@
 # judge report, and the seeds pooled into one sample set (more images per class, so a class's score moves
 # less per image). What decided that the run28 generator replaces run26's (docs/demo/h200_run28/).
 #
-#   A=demo B=path/to/demo SEEDS="0 1" bash bench/demo_compare.sh
+#   A=demo B=path/to/demo SEEDS="0 1" bash bench/demo_compare.sh     # NAMES="shipped new": the rows' names
 #
 # A and B: anything `mambagen sample-many --model` takes (B's directory holds its tokenizer/). The judge and
 # the real val images default to .devdata/p26's (docs/demo/README.md remakes them). Output: $OUT (default
-# .devdata/compare)/<name>-<seed>/ and <name>-pooled/, each with judge.json; the table is printed.
+# .devdata/compare)/<name>-<seed>/ and <name>-pooled/ (names a and b unless NAMES), each with judge.json;
+# the table is printed.
 # ~4 minutes per model and seed on 2 cores at 40 per class.
 set -e
 export PYTHONPATH=$PWD
 P=${P:-.devdata/p26}; OUT=${OUT:-.devdata/compare}; PER_CLASS=${PER_CLASS:-40}; SEEDS=${SEEDS:-0 1}
-declare -A MODEL=([a]=${A:?set A to a model} [b]=${B:?set B to a model})
-for name in a b; do
+read -r NA NB <<< "${NAMES:-a b}"
+declare -A MODEL=([$NA]=${A:?set A to a model} [$NB]=${B:?set B to a model})
+for name in $NA $NB; do
   for seed in $SEEDS; do
     O=$OUT/$name-$seed
     python -m mambagen sample-many --model ${MODEL[$name]} --out $O --per-class $PER_CLASS --seed $seed --no-progress | tail -1
@@ -30,7 +32,7 @@ PY
   python -m mambagen judge-samples --judge $P/judge --samples $OUT/$name-pooled/samples.npz --ref $P/emoji64/val \
     --json $OUT/$name-pooled/judge.json --no-progress > $OUT/$name-pooled/judge.log 2>&1
 done
-echo "A = ${MODEL[a]}, B = ${MODEL[b]}"
+echo "$NA = ${MODEL[$NA]}, $NB = ${MODEL[$NB]}"
 python - $OUT <<'PY'
 import json, pathlib, sys
 print("| run | classes at 0.9x real | FD / floor | sample accuracy | classes missing |\n|---|---|---|---|---|")
