@@ -35,11 +35,12 @@ done
 echo "$NA = ${MODEL[$NA]}, $NB = ${MODEL[$NB]}"
 python - $OUT <<'PY'
 import json, pathlib, sys
+sys.path.insert(0, "bench")
+from demo_metrics import missing_classes, sample_score
 print("| run | classes at 0.9x real | FD / floor | sample accuracy | classes missing |\n|---|---|---|---|---|")
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*/judge.json")):
-    j = json.loads(f.read_text())["judge"]
-    real = j["reference_per_class_accuracy"]
-    miss = [c for c, a in j["per_class_accuracy"].items() if a < 0.9 * real[c]]
-    print(f"| {f.parent.name} | {len(real) - len(miss)}/{len(real)} | {j['fd'] / j['fd_floor']:.2f} | "
-          f"{j['sample_accuracy']:.3f} | {', '.join(miss)} |")
+    report = json.loads(f.read_text())
+    meeting, fd_ratio, acc = sample_score(report)
+    print(f"| {f.parent.name} | {meeting}/{len(report['judge']['per_class_accuracy'])} | {fd_ratio:.2f} | {acc:.3f} | "
+          f"{', '.join(missing_classes(report))} |")
 PY

@@ -48,12 +48,17 @@ def assemble(judge: dict, tokenizer: dict, nll: dict, describe: str | None = Non
     }
 
 
+def missing_classes(judge: dict) -> list[str]:
+    """The classes of one judge-samples report whose sample accuracy is below 0.9 x the real images'."""
+    j = judge["judge"]
+    real = j["reference_per_class_accuracy"]
+    return [c for c, acc in j["per_class_accuracy"].items() if acc < SAMPLE_VS_REAL * real[c]]
+
+
 def sample_score(judge: dict) -> tuple[int, float, float]:
     """(classes whose sample accuracy >= 0.9 x real, FD / floor, sample accuracy) of one judge-samples report."""
     j = judge["judge"]
-    real = j["reference_per_class_accuracy"]
-    meeting = sum(acc >= SAMPLE_VS_REAL * real[c] for c, acc in j["per_class_accuracy"].items())
-    return meeting, j["fd"] / j["fd_floor"], j["sample_accuracy"]
+    return len(j["per_class_accuracy"]) - len(missing_classes(judge)), j["fd"] / j["fd_floor"], j["sample_accuracy"]
 
 
 def pick_cfg(paths: list[str]) -> float:

@@ -40,14 +40,18 @@ d320x16|{"d_model": 320, "n_layer": 16}|'}
     fi
     wait
     # the better variant by classes at target, then FD; its exported demo/ comes back in 15 MB parts
-    BEST=$(python -c "
-import json, sys
-def score(v):
-    try: m = json.load(open(f'.devdata/{v}/metrics.json'))
-    except OSError: return (-1, 0)
-    ok = sum(c['sample_acc'] >= 0.9 * c['real_acc'] for c in m['per_class'].values())
-    return (ok, -m['fd'] / m['fd_floor'])
-print(max(sys.argv[1:], key=score))" $NAMES)
+    BEST=$(python - $NAMES <<'PY'
+import json, os, sys
+sys.path.insert(0, "bench")
+from demo_metrics import sample_score
+def score(v):   # a variant that got as far as metrics.json (then its export): classes at target, then FD
+    if not os.path.exists(f".devdata/{v}/metrics.json"):
+        return (-1, 0)
+    meeting, fd_ratio, _ = sample_score(json.load(open(f".devdata/{v}/judge.json")))
+    return (meeting, -fd_ratio)
+print(max(sys.argv[1:], key=score))
+PY
+)
     echo "better variant: $BEST"
     tar cf - .devdata/$BEST/demo/config.json .devdata/$BEST/demo/NOTICE .devdata/$BEST/demo/model.safetensors \
       2>/dev/null | split -b 15M - $OUT/demo_$BEST.tar.part_
