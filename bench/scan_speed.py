@@ -18,17 +18,23 @@ def time_ms(fn, repeat=20):
     return times[len(times) // 2] * 1e3
 
 
+def scan_inputs(b, l, h=32, p=64, n=128, device="cuda", dtype=torch.bfloat16):
+    """x, dt, A, B, C of one Mamba2 layer (default: AiM-L's, d_inner 2048 in 32 heads of 64, d_state 128, one
+    group) for b x l tokens, with gradients; dt and A in float32 as the layer gives them."""
+    torch.manual_seed(0)
+    x = torch.randn(b, l, h, p, device=device, dtype=dtype, requires_grad=True)
+    B, C = (torch.randn(b, l, 1, n, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+    dt = torch.nn.functional.softplus(torch.randn(b, l, h, device=device) - 3).requires_grad_()
+    A = (-torch.rand(h, device=device) * 15 - 1).requires_grad_()
+    return x, dt, A, B, C
+
+
 def main(out_path):
     scans = {"triton": ssd_chunked_triton, "torch_compiled_recomputed": ssd_chunked_recomputed}
     chunks = {"triton": (128, 256), "torch_compiled_recomputed": (128,)}   # 256 fails to compile in Inductor
     records = []
     for b, l in ((64, 256), (4, 4096)):
-        h, p, n = 32, 64, 128   # AiM-L: d_inner 2048 in 32 heads of 64, d_state 128, one group
-        torch.manual_seed(0)
-        x = torch.randn(b, l, h, p, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        B, C = (torch.randn(b, l, 1, n, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
-        dt = torch.nn.functional.softplus(torch.randn(b, l, h, device="cuda") - 3).requires_grad_()
-        A = (-torch.rand(h, device="cuda") * 15 - 1).requires_grad_()
+        x, dt, A, B, C = scan_inputs(b, l)
         for name, scan in scans.items():
             for chunk in chunks[name]:
 

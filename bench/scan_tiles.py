@@ -15,9 +15,9 @@ import sys
 import torch
 import triton
 
-from mambagen.bench import timeit_calls
 from mambagen.io import atomic_path, write_json
 from mambagen.kernels import ssd_scan
+from scan_speed import scan_inputs, time_ms   # bench/: the inputs and the median timing of the scan alone
 
 BACKWARD = (ssd_scan._bwd_dx_db_kernel, ssd_scan._bwd_dc_kernel)
 
@@ -26,12 +26,6 @@ def force(configs):
     """Give both backward kernels these configs (one: no tuning) and forget what they tuned before."""
     for kernel in BACKWARD:
         kernel.configs, kernel.cache = configs, {}
-
-
-def median_ms(fn, repeat):
-    fn(), fn()   # the first call compiles (and tunes, for the tuner's row)
-    times = sorted(timeit_calls(fn, repeat))
-    return times[len(times) // 2] * 1e3
 
 
 def main(out, tiny=False):
@@ -47,11 +41,7 @@ def main(out, tiny=False):
     records, shipped_partials = [], ssd_scan.MAX_PARTIALS
     for (b, length), partials in [(shape, k) for shape in shapes for k in (8, 32)]:
         ssd_scan.MAX_PARTIALS = partials
-        torch.manual_seed(0)
-        x = torch.randn(b, length, h, p, device=dev, dtype=dtype, requires_grad=True)
-        B, C = (torch.randn(b, length, 1, n, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
-        dt = torch.nn.functional.softplus(torch.randn(b, length, h, device=dev) - 3).requires_grad_()
-        A = (-torch.rand(h, device=dev) * 15 - 1).requires_grad_()
+        x, dt, A, B, C = scan_inputs(b, length, h, p, n, device=dev, dtype=dtype)
 
         def fwd_bwd():
             y, s = ssd_scan.ssd_chunked_triton(x, dt, A, B, C, chunk)
@@ -62,7 +52,7 @@ def main(out, tiny=False):
             rec = {"setting": label, "batch": b, "tokens": length, "chunk": chunk, "max_partials": partials,
                    "heads_per_program": ssd_scan._heads_per_program(h)}
             try:
-                rec["forward_backward_ms"] = median_ms(fwd_bwd, repeat)
+                rec["forward_backward_ms"] = time_ms(fwd_bwd, repeat)   # after 2 calls that compile / tune
                 rec["picked"] = [f"{k.best_config.kwargs['BLOCK']} rows, {k.best_config.num_warps} warps"
                                  for k in BACKWARD] if len(configs) > 1 else None
             except Exception as e:   # a setting that does not compile or fit: recorded, the rest still run
