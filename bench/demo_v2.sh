@@ -18,13 +18,14 @@ D=${D:-.devdata/demo_v2}; mkdir -p $D; DEV=${DEV:-cuda}; Q="--no-progress"
 TOK=${TOKENIZER:-$D/vq/tokenizer_ema}   # the generator stage's tokenizer
 OVR=${OVERRIDES:-"{}"}                    # the generator's config overrides (JSON), e.g. '{"d_model": 384}'
 DATA_OPTS=${DATA_OPTS:-"--level subcategory --min-emoji 20 --no-other --skin-tones"}
-DESCRIBE="mambagen data emoji --styles google,twitter,fluent $DATA_OPTS (64x64)"
+STYLES=${STYLES:-google,twitter,fluent}     # the art styles of the data (fluent-flat is a fourth: the [svg] extra)
+DESCRIBE="mambagen data emoji --styles $STYLES $DATA_OPTS (64x64)"
 unpack_data() {   # the PNG folder from the carried $D.data.tar.xz, unless it is there already
   [ -d $D/emoji64 ] || python -c "import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" $D.data.tar.xz $D
 }
 case "${STAGE:-data}" in
   data)
-    python -m mambagen data emoji $D/emoji64 --styles google,twitter,fluent $DATA_OPTS --force
+    python -m mambagen data emoji $D/emoji64 --styles $STYLES $DATA_OPTS --force
     # what a device call carries: the PNG folder (45 MB) and the repository are over its 64 MiB together
     tar cf - -C $D emoji64 | xz -T2 -6 > $D.data.tar.xz && ls -la $D.data.tar.xz ;;
   tokenizer)   # the perceptual loss: an LPIPS-like distance over a judge trained for it (seed 1, not the scoring one)
