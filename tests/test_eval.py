@@ -296,8 +296,66 @@ def test_train_judge_and_judge_samples_cli(tmp_path, capsys):
                  "--no-progress"]) == 0
     j = json.loads((tmp_path / "j.json").read_text())["judge"]
     assert j["sample_accuracy"] == j["reference_accuracy"] and abs(j["fd"]) < 1e-6 and j["fd_floor"] > 0
+    assert j["fd_kind"].startswith("unweighted") and "fd_unmatched" not in j
     assert j["reference_per_class_accuracy"] == j["per_class_accuracy"] and list(j["per_class_accuracy"]) == ["discs", "squares"]
     assert "per class, samples (real): discs" in capsys.readouterr().out
+
+
+def test_weighted_feature_stats_reduce_to_the_plain_ones():
+    x = np.random.default_rng(0).normal(size=(30, 4))
+    mu, cov = metrics.feature_stats(x, np.full(30, 2.5))
+    assert np.allclose(mu, x.mean(0)) and np.allclose(cov, np.cov(x, rowvar=False))
+    w = np.r_[np.ones(20), np.zeros(10)]            # a zero weight drops the row
+    mu, cov = metrics.feature_stats(x, w)
+    assert np.allclose(mu, x[:20].mean(0)) and np.allclose(cov, np.cov(x[:20], rowvar=False))
+    assert metrics.effective_sample_size(w) == pytest.approx(20)
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.feature_stats(x, -w)
+
+
+def test_class_matching_weights_compare_a_balanced_set_under_the_reference_mix():
+    """Samples drawn from the reference's own class-conditionals, 50/50 against a 90/10 reference: the
+    unweighted FD measures the mix; weighted, they score like a second draw of the reference."""
+    from mambagen.eval.suite import class_matching_weights
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0] * 4, [6.0] * 4])
+    draw = lambda labels: centres[labels] + rng.normal(size=(len(labels), 4))
+    ref_labels = np.r_[np.zeros(900, int), np.ones(100, int)]
+    sample_labels = np.r_[np.zeros(500, int), np.ones(500, int)]
+    ref, samples, second_ref = draw(ref_labels), draw(sample_labels), draw(ref_labels)
+    weights, kind = class_matching_weights(sample_labels, ref_labels)
+    assert np.allclose(weights[:500], 1.8) and np.allclose(weights[500:], 0.2) and "effective size 610" in kind
+    weighted = metrics.frechet_distance(*metrics.feature_stats(ref), *metrics.feature_stats(samples, weights))
+    unweighted = metrics.frechet_distance_of(ref, samples)
+    floor = metrics.frechet_distance_of(ref, second_ref)
+    assert unweighted > 50 * floor and weighted < 3 * floor
+    assert class_matching_weights(sample_labels, sample_labels[::-1])[0] is None      # the same mix already
+    none, why = class_matching_weights(np.zeros(10, int), ref_labels)
+    assert none is None and "no image of 1 of the reference's classes" in why
+    assert class_matching_weights(None, ref_labels)[0] is None
+
+
+def test_judge_scores_weight_the_samples_to_the_reference_mix():
+    """The reference itself, resampled 3:1, scores ~0 once weighted; unweighted it does not."""
+    from mambagen.eval.judge import Judge
+    from mambagen.eval.sets import ImageSet
+    from mambagen.eval.suite import judge_scores
+    torch.manual_seed(0)
+    judge = Judge(JudgeConfig(num_classes=2, image_size=16, widths=(4, 8, 8, 8), classes=["a", "b"])).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    images[20:] //= 2                                # class b darker: the classes differ in features
+    labels = np.r_[np.zeros(20, int), np.ones(20, int)]
+    ref = ImageSet(images, labels, "ref")
+    pick = np.r_[np.tile(np.arange(20), 3), np.arange(20, 40)]
+    out = judge_scores(judge, {}, ImageSet(images[pick], labels[pick], "samples"), ref)
+    assert "weighted to the reference's class mix (effective size 60 of 80)" in out["fd_kind"]
+    assert out["fd"] < 0.05 * out["fd_unmatched"] and out["fd_unmatched"] > 0
+    # the floor's stand-in set has the weighted samples' effective size (14 of 40), not their count
+    skewed = np.r_[np.arange(20), np.arange(16), np.arange(36, 40)]         # 36 of class a, 4 of b
+    out = judge_scores(judge, {}, ImageSet(images[skewed], labels[skewed], "samples"), ImageSet(
+        np.concatenate([images, images]), np.r_[labels, labels], "ref"))
+    assert out["floor_kind"] == "14 held-out reference images vs the other 66"
 
 
 def test_tokenizer_fd_in_judge_features_is_size_matched_to_its_floor():

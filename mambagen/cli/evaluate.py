@@ -122,6 +122,7 @@ def _print_judge(j: dict, judge_dir: str) -> None:
             f"{k} {v:.2f}" + (f" ({real[k]:.2f})" if k in real else "") for k, v in j["per_class_accuracy"].items()))
     print(f"  Fréchet distance in judge features: {j['fd']:.3f}   floor {j['fd_floor']:.3f} "
           f"(real vs real: {j['floor_kind']})")
+    print(f"  the FD: {j['fd_kind']}" + (f"; unweighted {j['fd_unmatched']:.3f}" if "fd_unmatched" in j else ""))
 
 
 def _cmd_eval(args) -> None:
@@ -426,7 +427,10 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "judge-samples", formatter_class=FMT, help="judge accuracy and judge-feature Fréchet distance of samples",
         description="Class accuracy of labelled samples under a trained judge, and the Fréchet distance between "
-                    "samples and reference images in the judge's penultimate features, beside a real-vs-real floor.")
+                    "samples and reference images in the judge's penultimate features, beside a real-vs-real floor. "
+                    "When both carry labels the FD weights the samples to the reference's class mix (so 40 "
+                    "samples per class compare fairly with an unbalanced val split); the unweighted FD is "
+                    "reported beside it.")
     p.add_argument("--judge", required=True, help="judge directory")
     p.add_argument("--samples", required=True, help="samples .npz (with labels) or folder")
     p.add_argument("--ref", required=True, help="real images, e.g. emoji64/val")

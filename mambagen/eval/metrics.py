@@ -1,6 +1,6 @@
 """Distribution metrics between two sets of feature vectors (pure functions, our own math).
 
-    feature_stats(feats)                          (mu (D,), sigma (D, D)) float64
+    feature_stats(feats, weights=None)            (mu (D,), sigma (D, D)) float64, optionally weighted
     frechet_distance(mu1, s1, mu2, s2)            FID when the features are Inception pool_3
     kid(real, fake)                               (mean, std) of the unbiased MMD^2, cubic kernel, over subsets
     manifold_radii(feats, k)                      (N,) squared distance to the k-th nearest neighbour
@@ -34,12 +34,32 @@ def _as_2d(x, what: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ Fréchet
-def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) -> mean (D,) and unbiased covariance (D, D), both float64."""
+def feature_stats(feats, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) -> mean (D,) and unbiased covariance (D, D), both float64.
+
+    weights (N,), non-negative: the moments of the distribution that draws row i in proportion to
+    weights[i] (reliability weights; the covariance is unbiased for them, and equals np.cov's when
+    they are all equal).
+    """
     x = _as_2d(feats, "feature_stats").astype(np.float64)
     if len(x) < 2:
         raise ValueError(f"feature_stats: a covariance needs at least 2 feature vectors, got {len(x)}")
-    return x.mean(axis=0), np.cov(x, rowvar=False)
+    if weights is None:
+        return x.mean(axis=0), np.cov(x, rowvar=False)
+    w = np.asarray(weights, np.float64)
+    if w.shape != (len(x),) or (w < 0).any() or np.count_nonzero(w) < 2:
+        raise ValueError(f"feature_stats: weights must be (N,) = ({len(x)},), non-negative, at least 2 of them "
+                         f"positive; got shape {w.shape}")
+    w = w / w.sum()
+    mu = w @ x
+    d = x - mu
+    return mu, (d * w[:, None]).T @ d / (1 - w @ w)
+
+
+def effective_sample_size(weights) -> float:
+    """(sum w)^2 / sum w^2: how many equally weighted rows carry as much information (Kish)."""
+    w = np.asarray(weights, np.float64)
+    return float(w.sum() ** 2 / (w @ w))
 
 
 def sqrtm_psd(s: np.ndarray) -> np.ndarray:

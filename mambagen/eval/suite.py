@@ -19,8 +19,8 @@ import numpy as np
 
 from ..io import atomic_path
 from .inception import run_network
-from .metrics import (KID_SUBSET_SIZE, KID_SUBSETS, PR_NEIGHBOURS, feature_stats, frechet_distance,
-                      frechet_distance_of, inception_score, kid, precision_recall)
+from .metrics import (KID_SUBSET_SIZE, KID_SUBSETS, PR_NEIGHBOURS, effective_sample_size, feature_stats,
+                      frechet_distance, frechet_distance_of, inception_score, kid, precision_recall)
 from .sets import ImageSet, fingerprint, load_image_set, reference_statistics
 
 CACHE_FORMAT = "mambagen-ref-features"
@@ -181,9 +181,38 @@ def judge_reconstruction_fd(model, images: np.ndarray, recons: np.ndarray, *, se
                     "real images)"}
 
 
+def class_matching_weights(sample_labels, ref_labels) -> tuple[np.ndarray | None, str]:
+    """(weights (N_samples,) or None, what the FD compares) that give the samples the reference's class mix.
+
+    A Fréchet distance between two sets with different class mixes measures the mixes as much as the
+    images: 40 real training images per class against a val split where a few classes hold most
+    images scores as badly as a weak generator. Weighting each sample by p_ref(class) / p_samples(class)
+    compares the generator's images under the reference's mix, as the real-vs-real floor does.
+    """
+    if sample_labels is None or ref_labels is None:
+        return None, "unweighted (the samples or the reference carry no labels)"
+    ref_classes = np.unique(ref_labels)
+    missing = np.setdiff1d(ref_classes, sample_labels)
+    if len(missing):
+        return None, (f"unweighted: the samples have no image of {len(missing)} of the reference's classes "
+                      f"(ids {missing[:5].tolist()}{'...' if len(missing) > 5 else ''})")
+    n = max(int(sample_labels.max()), int(ref_labels.max())) + 1
+    p_ref = np.bincount(ref_labels, minlength=n) / len(ref_labels)
+    p_samples = np.bincount(sample_labels, minlength=n) / len(sample_labels)
+    weights = p_ref[sample_labels] / p_samples[sample_labels]
+    if np.allclose(weights, 1.0):
+        return None, "unweighted (the samples already have the reference's class mix)"
+    return weights, (f"samples weighted to the reference's class mix (effective size "
+                     f"{effective_sample_size(weights):.0f} of {len(weights)})")
+
+
 def judge_scores(model, meta: dict, samples: ImageSet, ref: ImageSet, *, floor_set: ImageSet | None = None,
                  seed: int = 0, device="cpu") -> dict:
-    """Class accuracy of labelled samples and a Fréchet distance in the judge's features, with floors."""
+    """Class accuracy of labelled samples and a Fréchet distance in the judge's features, with floors.
+
+    The FD weights the samples to the reference's class mix when both carry labels
+    (class_matching_weights), and the floor's stand-in set has the weighted samples' effective size.
+    """
     from .judge import accuracy, judge_outputs
 
     K = model.config.num_classes
@@ -203,9 +232,13 @@ def judge_scores(model, meta: dict, samples: ImageSet, ref: ImageSet, *, floor_s
     if ref.labels is not None:
         out["reference_accuracy"] = accuracy(r_logits, ref.labels)
         out["reference_per_class_accuracy"] = _per_class(r_logits, ref.labels, names)
-    out["fd"] = frechet_distance_of(r_feats, s_feats)
+    weights, out["fd_kind"] = class_matching_weights(samples.labels, ref.labels)
+    out["fd"] = frechet_distance(*feature_stats(r_feats), *feature_stats(s_feats, weights))
+    if weights is not None:
+        out["fd_unmatched"] = frechet_distance_of(r_feats, s_feats)
+    n_effective = len(samples) if weights is None else round(effective_sample_size(weights))
     floor_feats = judge_outputs(model, floor_set.images, device=device)[1] if floor_set is not None else None
-    real, fake, what = floor_pair(r_feats, len(samples), seed, floor_feats)
+    real, fake, what = floor_pair(r_feats, n_effective, seed, floor_feats)
     out["fd_floor"] = frechet_distance(*feature_stats(real), *feature_stats(fake))
     out["floor_kind"] = what
     return out
