@@ -22,7 +22,8 @@ case "${PART:-a}" in
     variant() {   # name, config overrides, extra environment: bench/demo_v2.sh's generator stage in .devdata/<name>
       local D=.devdata/$1; mkdir -p $D
       for f in tok-train tok-val judge emoji64; do ln -sfn $(realpath $P)/$f $D/$f; done
-      env D=$D TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer OVERRIDES="$2" GEN_STEPS=${GEN_STEPS:-2500} \
+      # OUT= : the variants would each write their own demo_*.tar into one $OUT; part a packs theirs below
+      env OUT= D=$D TOKENIZER=mambagen/assets/emoji-aim-demo/tokenizer OVERRIDES="$2" GEN_STEPS=${GEN_STEPS:-2500} \
         LIMIT=${LIMIT:-330} MEASURE_STOPPED=1 SWEEP="${SWEEP:-2 3 4}" STAGE=generator $3 \
         timeout ${VARIANT_LIMIT:-555} bash bench/demo_v2.sh > $OUT/demo_$1.log 2>&1
     }

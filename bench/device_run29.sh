@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issues 18 and 19, for the next device session (not run yet), each part one call under 10 minutes:
+# Issues 18 and 19, 2026-12-02 (H200): all three parts ran (part a: bench/results/h200_run29_scan_tiles.*, part c:
+# h200_run29_training*, part b: docs/demo/h200_run29/README.md). Each part one call under 10 minutes:
 #   PART=a bash bench/device_run29.sh   # issue 18: the backward kernels' new 16-row tiles (offline: dx/dB's only
 #                                       # spill-free setting) timed against every other setting, side by side, with
 #                                       # 4 heads per program (as shipped) and 1 (offline: no spills at 32 rows
