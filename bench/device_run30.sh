@@ -3,7 +3,7 @@
 #   PART=a bash bench/device_run30.sh   # the shipped (run28) recipe on four art styles for 2500 steps, alone on the
 #                                       # GPU: run29's four-style 2500-step run was cut at ~1900 steps by sharing the
 #                                       # GPU with two others, and still led on sample accuracy (0.786 vs 0.735)
-# Carry .devdata/p30.tar.xz (made on CPU, docs/demo/README.md): the four-style train split tokenized by the shipped
+# Carry .devdata/p30.tar.xz (made on CPU: the commands are in docs/demo/README.md): the four-style train split tokenized by the shipped
 # tokenizer (--augment 7), the three-style val split's tokens and images with the four-style NOTICE (the export
 # ships it: it names the flat style's license), and the CPU scoring judge, so the scores compare with the
 # shipped generator's. Then bench/demo_compare.sh against the shipped one on CPU before it may ship.

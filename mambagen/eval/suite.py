@@ -233,9 +233,10 @@ def judge_scores(model, meta: dict, samples: ImageSet, ref: ImageSet, *, floor_s
         out["reference_accuracy"] = accuracy(r_logits, ref.labels)
         out["reference_per_class_accuracy"] = _per_class(r_logits, ref.labels, names)
     weights, out["fd_kind"] = class_matching_weights(samples.labels, ref.labels)
-    out["fd"] = frechet_distance(*feature_stats(r_feats), *feature_stats(s_feats, weights))
+    ref_stats = feature_stats(r_feats)
+    out["fd"] = frechet_distance(*ref_stats, *feature_stats(s_feats, weights))
     if weights is not None:
-        out["fd_unmatched"] = frechet_distance_of(r_feats, s_feats)
+        out["fd_unmatched"] = frechet_distance(*ref_stats, *feature_stats(s_feats))
     n_effective = len(samples) if weights is None else round(effective_sample_size(weights))
     floor_feats = judge_outputs(model, floor_set.images, device=device)[1] if floor_set is not None else None
     real, fake, what = floor_pair(r_feats, n_effective, seed, floor_feats)
