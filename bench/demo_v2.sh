@@ -61,7 +61,7 @@ case "${STAGE:-data}" in
     done
     timeout -s TERM ${LIMIT:-540} python -m mambagen train --data $D/tok-train --val-data $D/tok-val --tokenizer $TOK --out $D/aim \
       --model ${MODEL:-aim-small} --model-overrides "$OVR" --steps ${GEN_STEPS:-3000} --batch-size 256 \
-      --lr ${LR:-4e-4} --weight-decay ${WD:-0.05} --eval-every 100 --keep-best \
+      --lr ${LR:-4e-4} --weight-decay ${WD:-0.05} --class-balance ${BALANCE:-0} --eval-every 100 --keep-best \
       --ema 0.999 --device $DEV $Q $( [ -d $D/aim/checkpoints ] && echo --resume ) \
       || { echo "training stopped (rc $?): STAGE=generator again resumes it"
            # MEASURE_STOPPED=1: a call cut off by LIMIT still scores and exports best/ as it stands
@@ -78,13 +78,15 @@ case "${STAGE:-data}" in
     done
     EMA=$(python -c "import json,sys; r, e = (json.load(open(f'$D/nll_{w}.json'))['bits_per_token'] for w in ('raw', 'ema')); print('--ema' if e < r else '')")
     W=$( [ -n "$EMA" ] && echo ema || echo raw ); echo "shipping the $W weights of best/"; cp $D/nll_$W.json $D/nll.json
-    for cfg in ${SWEEP:-1.5 2 3 4 6}; do       # the recommended CFG: the sweep's best by judge accuracy and FD
+    CFGS=(${SWEEP:-1.5 2 3 4 6})    # the recommended CFG: the sweep's best by judge accuracy and FD (one value: no sweep)
+    for cfg in "${CFGS[@]}"; do
+      [ ${#CFGS[@]} -gt 1 ] || break
       python -m mambagen sample-many --model $D/aim/best $EMA --per-class ${SWEEP_PER_CLASS:-20} --cfg $cfg \
         --out $D/sweep_$cfg --device $DEV $Q | tail -1
       python -m mambagen judge-samples --judge $D/judge --samples $D/sweep_$cfg/samples.npz --ref $D/emoji64/val \
         --json $D/sweep_$cfg.json --device $DEV $Q | tail -1
     done
-    CFG=$(python bench/demo_metrics.py --pick-cfg $D/sweep_*.json)
+    CFG=$( [ ${#CFGS[@]} -gt 1 ] && python bench/demo_metrics.py --pick-cfg $D/sweep_*.json || echo ${CFGS[0]})
     echo "[$(date +%T)] recommended cfg $CFG"
     python -m mambagen sample-many --model $D/aim/best $EMA --per-class ${PER_CLASS:-40} --cfg $CFG --out $D/samples \
       --device $DEV $Q | tail -2
@@ -98,7 +100,7 @@ case "${STAGE:-data}" in
     # the views the tokens were made with (a carried tok-train/ may differ from AUGMENT's default)
     VIEWS=$(python -c "import json; print(json.load(open('$D/tok-train/meta.json'))['augment'])")
     python bench/export_demo.py $D/aim/best $D/demo $EMA --cfg $CFG --data "$DESCRIBE" --notice $D/emoji64/NOTICE \
-      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ($VQ_DESC; GAN + perceptual, EMA), ${MODEL:-aim-small} ${OVERRIDES:-}, weight decay ${WD:-0.05}, ${GEN_STEPS:-3000} steps, --keep-best on --augment $VIEWS tokens"
+      --trained "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo $DEV), bench/demo_v2.sh: vq-f8-small ($VQ_DESC; GAN + perceptual, EMA), ${MODEL:-aim-small} ${OVERRIDES:-}, weight decay ${WD:-0.05}, class balance ${BALANCE:-0}, ${GEN_STEPS:-3000} steps, --keep-best on --augment $VIEWS tokens"
     python -m mambagen sample --model $D/demo --per-class 4 --out $D/demo_grid.png --device $DEV | tail -1
     if [ -n "${OUT:-}" ]; then
       tar cf $OUT/demo_generator.tar $D/demo/config.json $D/demo/NOTICE $D/demo/model.safetensors

@@ -12,7 +12,7 @@ import torch
 import mambagen
 from mambagen.data.tokens import TokenDataset
 from mambagen.io import load_safetensors
-from mambagen.train.loop import TrainConfig, TrainingDiverged, _batch_indices, train
+from mambagen.train.loop import TrainConfig, TrainingDiverged, _batch_indices, class_balance_weights, train
 
 from helpers import tiny_token_data
 
@@ -40,6 +40,21 @@ def test_token_shards_hold_both_flips(tokens):
 def test_batches_cover_an_epoch_without_repeats():
     seen = torch.cat([_batch_indices(s, 10, 3, seed=0)[1] for s in range(3)])
     assert len(set(seen.tolist())) == 9
+
+
+def test_class_balance_evens_out_a_long_tail():
+    labels = torch.tensor([0] * 90 + [1] * 10)             # 9:1
+    assert class_balance_weights(labels, 0.0) is None
+    drawn = torch.cat([_batch_indices(s, 100, 10, 0, class_balance_weights(labels, 1.0))[1] for s in range(400)])
+    share = (labels[drawn] == 1).float().mean().item()     # every class alike: 1/2, not 1/10
+    assert abs(share - 0.5) < 0.03, share
+    drawn = torch.cat([_batch_indices(s, 100, 10, 0, class_balance_weights(labels, 0.5))[1] for s in range(400)])
+    share = (labels[drawn] == 1).float().mean().item()     # sqrt: 10*10^-.5 / (10*10^-.5 + 90*90^-.5) = 0.25
+    assert abs(share - 0.25) < 0.03, share
+    again = _batch_indices(7, 100, 10, 0, class_balance_weights(labels, 1.0))[1]   # a pure function: resume
+    assert torch.equal(again, _batch_indices(7, 100, 10, 0, class_balance_weights(labels, 1.0))[1])
+    with pytest.raises(ValueError, match="class_balance"):
+        TrainConfig(data="d", out="o", class_balance=1.5)
 
 
 def test_resume_gives_identical_weights(tokens, tmp_path):

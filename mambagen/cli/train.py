@@ -43,6 +43,9 @@ def add_train(subparsers) -> None:
                       [(n, float) for n in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "ema", "sample_cfg")]:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name], help=helps[name])
     p.add_argument("--class-dropout", type=float, default=None, help="label -> null probability (None: the model's)")
+    p.add_argument("--class-balance", type=float, default=defaults["class_balance"], metavar="POWER",
+                   help="draw each image with weight count(its class)^-POWER: 0 as the data is, 1 every class "
+                        "equally often, 0.5 between (long-tailed data: small classes are trained more)")
     p.add_argument("--scan-chunk", type=int, default=64, help="Mamba2 scan chunk while training (memory only)")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of every block")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (on a GPU: faster steps after "
