@@ -41,6 +41,8 @@ def assemble(judge: dict, tokenizer: dict, nll: dict, describe: str | None = Non
         "fd": j["fd"], "fd_floor": j["fd_floor"],
         "tokenizer": tok,
         "heldout_bits_per_token": nll["bits_per_token"],
+        **({"heldout_bits_per_token_class_mean": nll["class_mean_bits_per_token"]}
+           if "class_mean_bits_per_token" in nll else {}),
         "targets": {"sample_acc_over_real_acc": SAMPLE_VS_REAL, "fd_over_floor": FD_VS_FLOOR,
                     "per_class_ratio": ratios, "classes_meeting": f"{len(meeting)}/{len(per_class)}",
                     "fd_ratio": fd_ratio, "met": len(meeting) == len(per_class) and fd_ratio <= FD_VS_FLOOR},

@@ -386,6 +386,12 @@ def test_eval_nll_and_eval_tokenizer(tmp_path, tiny_net, capsys):
                  "--json", str(tmp_path / "nll.json"), "--device", "cpu"]) == 0
     r = json.loads((tmp_path / "nll.json").read_text())
     assert r["sequences"] == 12 and 6.0 < r["bits_per_token"] < 10.0     # random model: near log2(256) = 8
+    from mambagen.data.tokens import TokenDataset
+    counts = torch.bincount(TokenDataset(tmp_path / "tokens").labels).tolist()
+    per_class = r["per_class_bits_per_token"]          # class by class; weighted by the split's mix = the whole
+    assert len(per_class) == 2 and len(set(per_class.values())) == 2
+    mix = sum(n * b for n, b in zip(counts, per_class.values())) / sum(counts)
+    assert abs(mix - r["bits_per_token"]) < 1e-6 and abs(r["class_mean_bits_per_token"] - np.mean(list(per_class.values()))) < 1e-9
 
     assert main(["eval-tokenizer", "--tokenizer", str(model_dir / "tokenizer"), "--data", str(images),
                  "--inception", str(tiny_net), "--json", str(tmp_path / "tok.json"), "--device", "cpu",

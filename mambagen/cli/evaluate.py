@@ -245,7 +245,7 @@ def _cmd_eval_nll(args) -> None:
 
     from ..data.tokens import TokenDataset
     from ..train.dist import cleanup, init_distributed
-    from ..eval.model_metrics import heldout_bits_per_token
+    from ..eval.model_metrics import heldout_bits_per_class, heldout_bits_per_token
 
     info = init_distributed(args.device)
     try:
@@ -257,6 +257,8 @@ def _cmd_eval_nll(args) -> None:
         data = TokenDataset(args.data)
         bpt = heldout_bits_per_token(model, data, info, batch_size=args.batch_size, quantizer=quantizer,
                                      precision=args.precision)
+        per_class = heldout_bits_per_class(model, data, info, batch_size=args.batch_size, quantizer=quantizer,
+                                           precision=args.precision) if data.num_classes > 1 else {}
         if info.main:
             used = len(data) - len(data) % info.world
             report = {"model": str(args.model), "data": str(args.data), "ema": args.ema, "bits_per_token": bpt,
@@ -265,8 +267,13 @@ def _cmd_eval_nll(args) -> None:
                       "tokens_per_sequence": data.num_tokens,
                       "vocab_size": data.vocab_size, "uniform_bits_per_token": math.log2(data.vocab_size),
                       "precision": args.precision, "world_size": info.world}
+            if per_class:    # every class alike, beside the split's own mix above
+                report["class_mean_bits_per_token"] = sum(per_class.values()) / len(per_class)
+                report["per_class_bits_per_token"] = per_class
             print(f"{bpt:.4f} bits/token (perplexity {2 ** bpt:.1f}; uniform: {math.log2(data.vocab_size):.2f}) "
-                  f"on {used} held-out sequences x {data.num_tokens} tokens of {args.data}")
+                  f"on {used} held-out sequences x {data.num_tokens} tokens of {args.data}"
+                  + (f"; {report['class_mean_bits_per_token']:.4f} averaged over its {len(per_class)} classes"
+                     if per_class else ""))
             _write_json(args.json, report)
     finally:
         cleanup(info)

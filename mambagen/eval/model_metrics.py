@@ -1,6 +1,7 @@
 """Metrics of one model on held-out data: a generator's bits per token, a tokenizer's reconstructions.
 
     heldout_bits_per_token(model, data, ...)     mean cross-entropy of a tokenized split, in bits/token
+    heldout_bits_per_class(model, data, ...)     the same, class by class
     tokenizer_metrics(tokenizer, images, ...)    PSNR, SSIM, codebook usage (+ the reconstructions, for rFID)
 """
 from __future__ import annotations
@@ -23,15 +24,8 @@ def check_fits(model, data) -> None:
                          f"{data.num_classes} classes): tokenized with another tokenizer?")
 
 
-def heldout_bits_per_token(model, data, info, *, batch_size: int = 64, quantizer=None,
-                           precision: str = "fp32") -> float:
-    """Bits per token of `data` (a TokenDataset) under `model`, with every rank of `info` sharing the work.
-
-    Next-scale models (VAR, M-VAR) need `quantizer`, their VAE's, for the teacher-forcing input.
-    Reuses the training loop's evaluation, so the number is the one training logs as val bits/token.
-    """
-    from ..train.loop import evaluate_bits_per_token
-
+def _evaluation(model, data, info, quantizer, precision):
+    """(autocast, quantizer) of a held-out evaluation, the model's fit to the split checked."""
     from ..models.registry import family_of
     check_fits(model, data)
     family = family_of(model)
@@ -40,8 +34,35 @@ def heldout_bits_per_token(model, data, info, *, batch_size: int = 64, quantizer
                          "multi-scale tokenizer (--tokenizer DIR, or a model directory that includes it)")
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    return torch.autocast(info.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def heldout_bits_per_token(model, data, info, *, batch_size: int = 64, quantizer=None,
+                           precision: str = "fp32") -> float:
+    """Bits per token of `data` (a TokenDataset) under `model`, with every rank of `info` sharing the work.
+
+    Next-scale models (VAR, M-VAR) need `quantizer`, their VAE's, for the teacher-forcing input.
+    Reuses the training loop's evaluation, so the number is the one training logs as val bits/token.
+    """
+    from ..train.loop import evaluate_bits_per_token
+    autocast = _evaluation(model, data, info, quantizer, precision)
     return evaluate_bits_per_token(model, data, batch_size, info, autocast, quantizer)
+
+
+def heldout_bits_per_class(model, data, info, *, batch_size: int = 64, quantizer=None,
+                           precision: str = "fp32") -> dict[str, float]:
+    """{class name (or id): bits per token of that class's sequences}, for the classes the split holds.
+    Their plain mean weighs every class alike, where `heldout_bits_per_token` weighs the split's mix: a
+    model trained with class-balanced draws trades one for the other."""
+    from ..train.loop import evaluate_bits_per_token
+    autocast = _evaluation(model, data, info, quantizer, precision)
+    names = list(data.classes) or [str(c) for c in range(data.num_classes)]
+    out = {}
+    for c in range(data.num_classes):
+        members = (data.labels == c).nonzero().flatten()
+        if len(members) >= info.world:     # every rank needs one (the split's remainder is left out)
+            out[names[c]] = evaluate_bits_per_token(model, data, batch_size, info, autocast, quantizer, members)
+    return out
 
 
 @torch.no_grad()

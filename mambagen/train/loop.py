@@ -160,13 +160,16 @@ def training_quantizer(family, tokenizer):
 
 
 @torch.no_grad()
-def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast, quantizer=None) -> float:
-    """Mean cross-entropy of the held-out split, in bits per token (no label dropout)."""
+def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast, quantizer=None,
+                            subset: torch.Tensor | None = None) -> float:
+    """Mean cross-entropy of the held-out split (or its `subset` of indices), in bits per token (no label
+    dropout)."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=info.device), 0
     # every rank runs the same number of batches (FSDP gathers weights in each forward):
     # the last len % world samples are left out
-    idx = torch.arange(info.rank, len(data) - len(data) % info.world, info.world)
+    subset = torch.arange(len(data)) if subset is None else subset
+    idx = subset[torch.arange(info.rank, len(subset) - len(subset) % info.world, info.world)]
     for chunk in idx.split(batch):
         tokens, labels = data.batch(chunk)
         with autocast:   # ARPG: a fixed seed per batch, so held-out numbers are comparable across evals
