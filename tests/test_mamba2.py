@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mambagen.layers.mamba2 import Mamba2
-from mambagen.layers.ssd_ref import ssd_chunked, ssd_sequential
+from mambagen.layers.ssd_ref import ssd_chunked, ssd_sequential, ssd_step, ssd_step_
 
 
 def _inputs(b=2, l=19, h=4, p=3, g=2, n=5, seed=0, dtype=torch.float64):
@@ -34,6 +34,20 @@ def test_chunked_scan_can_resume_from_its_final_state():
     torch.testing.assert_close(s2, s_all, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_in_place_step_equals_the_step(groups):
+    """ssd_step_ (CPU decoding) is ssd_step with the state written over, step after step."""
+    x, dt, A, B, C, s0 = _inputs(l=6, g=groups)
+    state, ref = s0.clone(), s0.clone()
+    storage = state.data_ptr()
+    for t in range(6):
+        y_ref, ref = ssd_step(ref, x[:, t], dt[:, t], A, B[:, t], C[:, t])
+        y = ssd_step_(state, x[:, t], dt[:, t], A, B[:, t], C[:, t])
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state, ref, rtol=1e-12, atol=1e-12)
+    assert state.data_ptr() == storage
+
+
 def _mixer(chunk=8, ngroups=2):
     torch.manual_seed(0)
     m = Mamba2(d_model=16, d_state=8, headdim=8, ngroups=ngroups, chunk_size=chunk).double()
@@ -43,12 +57,14 @@ def _mixer(chunk=8, ngroups=2):
     return m
 
 
-def test_mixer_step_by_step_equals_parallel_forward():
+@pytest.mark.parametrize("grad", [True, False])   # decoding (no grad) updates the state in place
+def test_mixer_step_by_step_equals_parallel_forward(grad):
     m = _mixer()
     u = torch.randn(3, 21, 16, dtype=torch.float64)
     y_par = m(u)
     cache = m.allocate_cache(3, dtype=torch.float64)
-    y_seq = torch.stack([m.step(u[:, t], cache) for t in range(u.shape[1])], dim=1)
+    with torch.set_grad_enabled(grad):
+        y_seq = torch.stack([m.step(u[:, t], cache) for t in range(u.shape[1])], dim=1)
     torch.testing.assert_close(y_seq, y_par, rtol=1e-9, atol=1e-9)
 
 

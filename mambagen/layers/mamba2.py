@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import kernels
 from .norm import RMSNormGated
 from .ssd_fast import ssd_chunked_compiled, ssd_chunked_fast, ssd_chunked_recomputed
-from .ssd_ref import ssd_chunked, ssd_step
+from .ssd_ref import ssd_chunked, ssd_step, ssd_step_
 
 
 @dataclass
@@ -229,7 +229,9 @@ class Mamba2(nn.Module):
         dt, A = self._dt_A(dt, _acc(cache.ssm.dtype))              # (B, h), (h,)
         if kernels.ssm_step_inplace is not None and x.is_cuda and kernels.kernels_allowed():
             y = kernels.ssm_step_inplace(cache.ssm, x, dt, A, B, C)   # fused: the state is read and written once
-        else:
+        elif cache.ssm.dtype == dt.dtype and cache.ssm.is_contiguous() and not torch.is_grad_enabled():
+            y = ssd_step_(cache.ssm, x, dt, A, B, C)                 # the same math, the state updated in place
+        else:                                                      # lower precision than dt, or autograd
             y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
             cache.ssm.copy_(new_state)
         return self._output(y, x, z)
