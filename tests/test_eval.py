@@ -592,3 +592,19 @@ def test_export_demo_ships_fp16_weights_with_classes_cfg_and_notice(tmp_path):
     plain = mambagen.save_model(gen, tmp_path / "plain", tokenizer=tok, extra={"classes": ["cat", "dog"]})
     with pytest.raises(SystemExit, match="no EMA weights"):
         ed.export(str(plain), str(tmp_path / "demo2"), 3.5, "data", "here", ema=True)
+
+
+def test_demo_nearest_finds_the_nearest_image_and_counts_copies():
+    """bench/demo_nearest.py: nearest_rms is the brute-force nearest distance; near-copies use the threshold."""
+    dn = _bench_script("demo_nearest")
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.rand(50, 12, generator=g), torch.rand(7, 12, generator=g)
+    queries[0] = bank[3]                                                   # an exact copy
+    brute = ((queries[:, None] - bank[None]) ** 2).mean(-1).min(1).values.sqrt()
+    got = dn.nearest_rms(queries, bank, chunk=3)
+    torch.testing.assert_close(got, brute, rtol=1e-4, atol=1e-4)
+    assert got[0] < 1e-3
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    s = dn.summary(got, labels, ["a", "b"], copy_at=1e-3, new_median=got.median().item())
+    assert s["near_copies"] == pytest.approx(1 / 7) and s["per_class"]["a"]["near_copies"] == pytest.approx(1 / 3)
+    assert s["per_class"]["b"]["near_copies"] == 0.0
