@@ -255,12 +255,13 @@ def _cmd_eval_nll(args) -> None:
         family = family_of(model)
         quantizer = training_quantizer(family, tokenizer) if family.needs_quantizer and tokenizer is not None else None
         data = TokenDataset(args.data)
-        bpt = heldout_bits_per_token(model, data, info, batch_size=args.batch_size, quantizer=quantizer,
-                                     precision=args.precision)
-        per_class = heldout_bits_per_class(model, data, info, batch_size=args.batch_size, quantizer=quantizer,
-                                           precision=args.precision) if data.num_classes > 1 else {}
-        if info.main:
+        opts = dict(batch_size=args.batch_size, quantizer=quantizer, precision=args.precision)
+        if data.num_classes > 1:      # one pass, class by class: each class and the whole
+            per_class, bpt, used = heldout_bits_per_class(model, data, info, **opts)
+        else:
+            per_class, bpt = {}, heldout_bits_per_token(model, data, info, **opts)
             used = len(data) - len(data) % info.world
+        if info.main:
             report = {"model": str(args.model), "data": str(args.data), "ema": args.ema, "bits_per_token": bpt,
                       "nats_per_token": bpt * math.log(2), "perplexity": 2 ** bpt,
                       "bits_per_image": bpt * data.num_tokens, "sequences": used,

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import numpy as np
@@ -50,19 +51,22 @@ def heldout_bits_per_token(model, data, info, *, batch_size: int = 64, quantizer
 
 
 def heldout_bits_per_class(model, data, info, *, batch_size: int = 64, quantizer=None,
-                           precision: str = "fp32") -> dict[str, float]:
-    """{class name (or id): bits per token of that class's sequences}, for the classes the split holds.
-    Their plain mean weighs every class alike, where `heldout_bits_per_token` weighs the split's mix: a
-    model trained with class-balanced draws trades one for the other."""
-    from ..train.loop import evaluate_bits_per_token
+                           precision: str = "fp32") -> tuple[dict[str, float], float, int]:
+    """({class name (or id): bits per token of its sequences}, bits per token of them all, sequences
+    scored), in one pass over the split, class by class. The plain mean of the classes weighs every class
+    alike, where the whole weighs the split's mix: a model trained with class-balanced draws trades one
+    for the other. Under several ranks each class's remainder (len % world) is left out."""
+    from ..train.loop import evaluate_nats
     autocast = _evaluation(model, data, info, quantizer, precision)
     names = list(data.classes) or [str(c) for c in range(data.num_classes)]
-    out = {}
+    per_class, total, count = {}, 0.0, 0
     for c in range(data.num_classes):
         members = (data.labels == c).nonzero().flatten()
-        if len(members) >= info.world:     # every rank needs one (the split's remainder is left out)
-            out[names[c]] = evaluate_bits_per_token(model, data, batch_size, info, autocast, quantizer, members)
-    return out
+        if len(members) >= info.world:     # every rank needs one
+            nats, n = evaluate_nats(model, data, batch_size, info, autocast, quantizer, members)
+            per_class[names[c]] = nats / n / math.log(2)
+            total, count = total + nats, count + n
+    return per_class, total / count / math.log(2), count
 
 
 @torch.no_grad()

@@ -107,17 +107,31 @@ def class_balance_weights(labels: torch.Tensor, power: float) -> torch.Tensor | 
     return counts[labels] ** -power
 
 
+class BatchOrder:
+    """(epoch, global batch indices) of each optimizer step: a fresh permutation per epoch, drop last; with
+    `weights`, an epoch is n draws with replacement instead. A pure function of (step, n, batch, seed,
+    weights), so resuming is exact; each epoch's order is drawn once and kept while its steps run."""
+
+    def __init__(self, n: int, batch: int, seed: int, weights: torch.Tensor | None = None):
+        self.per_epoch = n // batch
+        if self.per_epoch == 0:
+            raise ValueError(f"batch_size {batch} is larger than the dataset ({n} samples)")
+        self.n, self.batch, self.seed, self.weights = n, batch, seed, weights
+        self._epoch, self._order = None, None
+
+    def __call__(self, step: int) -> tuple[int, torch.Tensor]:
+        epoch, offset = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._order = epoch, (torch.randperm(self.n, generator=g) if self.weights is None else
+                                               torch.multinomial(self.weights, self.n, True, generator=g))
+        return epoch, self._order[offset * self.batch:(offset + 1) * self.batch]
+
+
 def _batch_indices(step: int, n: int, batch: int, seed: int,
                    weights: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-    """(epoch, global batch indices) of an optimizer step: a fresh permutation per epoch, drop last; with
-    `weights`, an epoch is n draws with replacement instead. A pure function of its arguments (resume)."""
-    per_epoch = n // batch
-    if per_epoch == 0:
-        raise ValueError(f"batch_size {batch} is larger than the dataset ({n} samples)")
-    epoch, offset = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g) if weights is None else torch.multinomial(weights, n, True, generator=g)
-    return epoch, order[offset * batch:(offset + 1) * batch]
+    """One step of `BatchOrder` on its own."""
+    return BatchOrder(n, batch, seed, weights)(step)
 
 
 def _step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
@@ -160,10 +174,10 @@ def training_quantizer(family, tokenizer):
 
 
 @torch.no_grad()
-def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast, quantizer=None,
-                            subset: torch.Tensor | None = None) -> float:
-    """Mean cross-entropy of the held-out split (or its `subset` of indices), in bits per token (no label
-    dropout)."""
+def evaluate_nats(model, data: TokenDataset, batch: int, info, autocast, quantizer=None,
+                  subset: torch.Tensor | None = None) -> tuple[float, int]:
+    """(summed cross-entropy in nats per token, sequences) of the held-out split or its `subset` of
+    indices, over every rank (no label dropout)."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=info.device), 0
     # every rank runs the same number of batches (FSDP gathers weights in each forward):
@@ -179,7 +193,13 @@ def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocas
         count += len(chunk)
     stats = all_reduce_mean(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=info.device)]), info)
     model.train()
-    return (stats[0] / stats[1]).item() / math.log(2)
+    return (stats[0] * info.world).item(), round((stats[1] * info.world).item())
+
+
+def evaluate_bits_per_token(model, data: TokenDataset, batch: int, info, autocast, quantizer=None) -> float:
+    """Mean cross-entropy of the held-out split, in bits per token (no label dropout)."""
+    total, count = evaluate_nats(model, data, batch, info, autocast, quantizer)
+    return total / count / math.log(2)
 
 
 @torch.no_grad()
@@ -222,7 +242,7 @@ def _train(cfg: TrainConfig, info) -> Path:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {info.world} x "
                          f"grad_accum {cfg.grad_accum}")
     autocast = autocast_for(info.device, cfg.precision)
-    draw_weights = class_balance_weights(data.labels, cfg.class_balance)
+    batch_order = BatchOrder(len(data), cfg.batch_size, cfg.seed, class_balance_weights(data.labels, cfg.class_balance))
 
     # 1. model, optimizer, EMA (identical init on every rank); all checked before the folder is touched
     torch.manual_seed(cfg.seed)
@@ -330,7 +350,7 @@ def _train(cfg: TrainConfig, info) -> Path:
             while step < cfg.steps:
                 if any_rank(stop.requested, info):      # every rank stops after the same step
                     raise stop_here(stop.requested or 15)
-                epoch, idx = _batch_indices(step, len(data), cfg.batch_size, cfg.seed, draw_weights)
+                epoch, idx = batch_order(step)
                 mine = idx[info.rank * micro * cfg.grad_accum:(info.rank + 1) * micro * cfg.grad_accum]
                 torch.manual_seed(_step_seed(cfg.seed, step, info.rank))       # dropout: a function of (step, rank)
                 loss_sum = torch.zeros((), device=info.device)
