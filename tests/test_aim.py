@@ -29,13 +29,14 @@ def test_official_parameter_counts(name):
 
 @pytest.mark.parametrize("kw", [dict(adaln="layer"), dict(adaln="group", adaln_groups=1),
                                 dict(adaln="group", adaln_groups=4), dict(position_embedding=False)])
-def test_cached_decoding_equals_teacher_forcing(kw):
+@pytest.mark.parametrize("form", ["state", "history"])   # "auto" on a CPU: the history
+def test_cached_decoding_equals_teacher_forcing(kw, form):
     model = tiny(**kw).double()
     codes = torch.randint(0, 256, (3, 16))
     labels = torch.tensor([1, 7, 10])  # 10 = null class
     logits, loss = model(codes, labels)
     assert logits.shape == (3, 16, 256) and loss.ndim == 0
-    cache = model.allocate_cache(3)
+    cache = model.allocate_cache(3, ssm_form=form)
     step = [model.prefill(labels, cache)]
     for i in range(15):
         step.append(model.step(codes[:, i], cache, i))

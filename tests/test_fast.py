@@ -58,7 +58,7 @@ def test_aim_step_with_deferred_residuals_equals_model_step():
     model = _perturbed_aim_tiny()
     with torch.no_grad():
         labels = torch.tensor([1, 2])
-        c1, c2 = model.allocate_cache(2), model.allocate_cache(2)
+        c1, c2 = model.allocate_cache(2), model.allocate_cache(2, ssm_form="state")   # c1: on CPU the SSM history
         model.prefill(labels, c1), model.prefill(labels, c2)
         for i, tok in enumerate(torch.randint(0, 256, (4, 2))):
             torch.testing.assert_close(aim_step(model, tok, c2, i), model.step(tok, c1, i), rtol=1e-5, atol=1e-5)

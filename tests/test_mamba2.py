@@ -58,11 +58,12 @@ def _mixer(chunk=8, ngroups=2):
 
 
 @pytest.mark.parametrize("grad", [True, False])   # decoding (no grad) updates the state in place
-def test_mixer_step_by_step_equals_parallel_forward(grad):
+@pytest.mark.parametrize("form", ["state", "history"])   # history: decoding from the token history (ssd_history)
+def test_mixer_step_by_step_equals_parallel_forward(grad, form):
     m = _mixer()
     u = torch.randn(3, 21, 16, dtype=torch.float64)
     y_par = m(u)
-    cache = m.allocate_cache(3, dtype=torch.float64)
+    cache = m.allocate_cache(3, dtype=torch.float64, max_len=21, ssm_form=form)
     with torch.set_grad_enabled(grad):
         y_seq = torch.stack([m.step(u[:, t], cache) for t in range(u.shape[1])], dim=1)
     torch.testing.assert_close(y_seq, y_par, rtol=1e-9, atol=1e-9)
@@ -76,6 +77,33 @@ def test_mixer_forward_with_cache_continues_exactly():
     cache = m.allocate_cache(2, dtype=torch.float64)
     parts = [m(u[:, :9], cache), m(u[:, 9:10], cache), m.step(u[:, 10], cache)[:, None], m(u[:, 11:], cache)]
     torch.testing.assert_close(torch.cat(parts, 1), y_par, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("prefix", [1, 7])
+def test_history_cache_continues_a_prefill_exactly(prefix):
+    """A history cache takes the start of a sequence as a whole (AiM's class token and a kept prefix), then
+    steps: the same outputs as the parallel forward, and as the state cache."""
+    m = _mixer()
+    u = torch.randn(2, 12, 16, dtype=torch.float64)
+    y_par = m(u)
+    cache = m.allocate_cache(2, dtype=torch.float64, max_len=12, ssm_form="history")
+    parts = [m(u[:, :prefix], cache)] + [m.step(u[:, t], cache)[:, None] for t in range(prefix, 12)]
+    torch.testing.assert_close(torch.cat(parts, 1), y_par, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="holds 12 tokens"):
+        m.step(u[:, 0], cache)
+    cache.reset()
+    m(u[:, :3], cache)
+    with pytest.raises(ValueError, match="only at its start"):
+        m(u[:, 3:5], cache)
+
+
+def test_auto_ssm_form_is_the_history_for_short_cpu_decodes():
+    m = _mixer()                                     # d_state 8: the history up to 4 x 8 tokens
+    assert m.allocate_cache(1, max_len=32).history is not None
+    assert m.allocate_cache(1, max_len=33).history is None
+    assert m.allocate_cache(1).history is None       # length unknown (M-VAR's cache)
+    with pytest.raises(ValueError, match="needs max_len"):
+        m.allocate_cache(1, ssm_form="history")
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])

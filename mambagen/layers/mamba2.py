@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import kernels
 from .norm import RMSNormGated
 from .ssd_fast import ssd_chunked_compiled, ssd_chunked_fast, ssd_chunked_recomputed
+from .ssd_history import HISTORY_MAX_PER_STATE, SSMHistory, history_step_
 from .ssd_ref import ssd_chunked, ssd_step, ssd_step_
 
 
@@ -40,14 +41,19 @@ class Mamba2Cache:
           cache does (bf16 halves the bytes decoding streams per token); updated in float32
     conv_pair: None, or (2, B, conv_dim, d_conv - 1) with conv == conv_pair[0]: the double-buffered
           history of the fused decode kernel (step t reads conv_pair[t % 2], writes the other)
+    history: None, or the SSM's token history (`ssd_history`): decoding reads that instead of a state,
+          and `ssm` is empty (CPU decoding of short sequences, see `Mamba2.allocate_cache`)
     """
     conv: torch.Tensor
     ssm: torch.Tensor
     conv_pair: torch.Tensor | None = None
+    history: SSMHistory | None = None
 
     def reset(self) -> None:
         (self.conv if self.conv_pair is None else self.conv_pair).zero_()
         self.ssm.zero_()
+        if self.history is not None:
+            self.history.reset()
 
 
 COMPILED_MIN_LEN = 64   # scan_impl "compiled": shorter inputs run eagerly; "auto": shorter prefills use the reference
@@ -108,18 +114,29 @@ class Mamba2(nn.Module):
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
 
-    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False) -> Mamba2Cache:
-        """paired_conv: decode through the fused kernel (see `Mamba2Cache.conv_pair`)."""
+    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False,
+                       max_len: int | None = None, ssm_form: str = "auto") -> Mamba2Cache:
+        """paired_conv: decode through the fused kernel (see `Mamba2Cache.conv_pair`). max_len: the most tokens
+        this cache will see, where known; ssm_form: "state" (the recurrent state), "history" (the token
+        history, `ssd_history`: needs max_len) or "auto": the history on a CPU for sequences of at most
+        HISTORY_MAX_PER_STATE x d_state tokens, where it is the faster step, else the state."""
         if paired_conv and self.norm is not None and self.norm.norm_before_gate:
             raise ValueError("the fused Mamba2 decode kernel gates before the norm; norm_before_gate=True is not supported")
-        device = device if device is not None else self.in_proj.weight.device
+        if ssm_form not in ("auto", "state", "history"):
+            raise ValueError(f"ssm_form is 'auto', 'state' or 'history', not {ssm_form!r}")
+        device = torch.device(device if device is not None else self.in_proj.weight.device)
         dtype = dtype or self.in_proj.weight.dtype
+        if ssm_form == "auto":
+            short = max_len is not None and max_len <= HISTORY_MAX_PER_STATE * self.d_state
+            ssm_form = "history" if short and device.type == "cpu" and not paired_conv else "state"
+        if ssm_form == "history" and (max_len is None or paired_conv):
+            raise ValueError("an SSM history cache needs max_len and no paired conv")
         conv = torch.zeros(2 if paired_conv else 1, batch, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype)
-        return Mamba2Cache(
-            conv=conv[0],
-            ssm=torch.zeros(batch, self.nheads, self.headdim, self.d_state, device=device, dtype=dtype),
-            conv_pair=conv if paired_conv else None,
-        )
+        history = None if ssm_form == "state" else SSMHistory.allocate(
+            batch, self.nheads, self.headdim, self.ngroups, self.d_state, max_len, device, _acc(dtype))
+        ssm_shape = (batch, self.nheads, self.headdim, self.d_state if history is None else 0)
+        return Mamba2Cache(conv=conv[0], ssm=torch.zeros(ssm_shape, device=device, dtype=dtype),
+                           conv_pair=conv if paired_conv else None, history=history)
 
     def _split(self, zxbcdt):
         return torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
@@ -177,9 +194,15 @@ class Mamba2(nn.Module):
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, L, h, p), (B, L, g, n) x2
         dt, A = self._dt_A(dt, _acc(u.dtype))                      # (B, L, h), (h,)
+        history = None if cache is None else cache.history
+        if history is not None and history.filled:
+            raise ValueError("a Mamba2 history cache takes a whole sequence only at its start; feed later tokens "
+                             "with step() or allocate a state cache (ssm_form='state')")
         y, final_state = self._scan(L)(x, dt, A, B, C, self.scan_chunk or self.chunk_size,
-                                      initial_state=cache.ssm if cache is not None else None)
-        if cache is not None:
+                                      initial_state=cache.ssm if history is None and cache is not None else None)
+        if history is not None:
+            history.append_(x, dt, A, B)
+        elif cache is not None:
             cache.ssm.copy_(final_state)
         return self._output(y, x, z)
 
@@ -218,16 +241,13 @@ class Mamba2(nn.Module):
             return self._step_fused(u, cache, index)
         z, xBC, dt = self._split(self.in_proj(u))                  # (B, d_inner), (B, conv_dim), (B, h)
 
-        window = torch.cat([cache.conv, xBC[:, :, None].to(cache.conv.dtype)], dim=2)  # (B, conv_dim, d_conv)
-        cache.conv.copy_(window[:, :, 1:])
-        xBC = (window * self.conv1d.weight[:, 0]).sum(-1)
-        if self.conv1d.bias is not None:
-            xBC = xBC + self.conv1d.bias
-        xBC = F.silu(xBC).to(u.dtype)
+        xBC = F.silu(self._conv_step(cache.conv, xBC)).to(u.dtype)  # (B, conv_dim)
 
         x, B, C = self._ssm_inputs(xBC)                            # (B, h, p), (B, g, n) x2
         dt, A = self._dt_A(dt, _acc(cache.ssm.dtype))              # (B, h), (h,)
-        if kernels.ssm_step_inplace is not None and x.is_cuda and kernels.kernels_allowed():
+        if cache.history is not None:
+            y = history_step_(cache.history, x, dt, A, B, C)       # the same math from the token history
+        elif kernels.ssm_step_inplace is not None and x.is_cuda and kernels.kernels_allowed():
             y = kernels.ssm_step_inplace(cache.ssm, x, dt, A, B, C)   # fused: the state is read and written once
         elif cache.ssm.dtype == dt.dtype and cache.ssm.is_contiguous() and not torch.is_grad_enabled():
             y = ssd_step_(cache.ssm, x, dt, A, B, C)                 # the same math, the state updated in place
@@ -235,6 +255,21 @@ class Mamba2(nn.Module):
             y, new_state = ssd_step(cache.ssm.to(dt.dtype), x, dt, A, B, C)
             cache.ssm.copy_(new_state)
         return self._output(y, x, z)
+
+    def _conv_step(self, conv: torch.Tensor, xBC: torch.Tensor) -> torch.Tensor:
+        """The causal depthwise conv at one token: conv (B, conv_dim, d_conv - 1) the previous inputs, oldest
+        first; xBC (B, conv_dim) the new one -> sum_k w_k input_{t - d_conv + 1 + k} (+ bias) (B, conv_dim).
+        Shifts the new input into `conv`. Written tap by tap: a window concatenated along the last dimension
+        and summed over it cost 5x as much on a CPU."""
+        w, K = self.conv1d.weight[:, 0], self.d_conv                 # (conv_dim, d_conv)
+        xBC = xBC.to(conv.dtype)
+        out = xBC * w[:, -1] if self.conv1d.bias is None else torch.addcmul(self.conv1d.bias, xBC, w[:, -1])
+        for k in range(K - 1):
+            out = out.addcmul(conv[:, :, k], w[:, k])
+        for k in range(K - 2):                                       # shift left, oldest dropped
+            conv[:, :, k].copy_(conv[:, :, k + 1])
+        conv[:, :, K - 2].copy_(xBC)
+        return out
 
     def _step_fused(self, u, cache: Mamba2Cache, index) -> torch.Tensor:
         g = self.fused_core(self.in_proj(u), cache, index)

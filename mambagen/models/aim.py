@@ -229,12 +229,15 @@ class AiM(nn.Module):
         return logits, loss
 
     # ---------------------------------------------------------------- decoding
-    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False) -> AiMCache:
-        """paired_conv: decode every mixer through the fused Triton kernel (see `Mamba2.step`)."""
+    def allocate_cache(self, batch: int, device=None, dtype=None, paired_conv: bool = False,
+                       ssm_form: str = "auto") -> AiMCache:
+        """paired_conv: decode every mixer through the fused Triton kernel (see `Mamba2.step`). ssm_form: how
+        the mixers keep their SSM (`Mamba2.allocate_cache`; "auto": from the token history on a CPU)."""
         p = self.tok_emb.weight
         device, dtype = device or p.device, dtype or p.dtype
-        d, L = self.config.d_model, self.config.n_layer
-        return AiMCache(layers=[blk.mixer.allocate_cache(batch, device, dtype, paired_conv) for blk in self.blocks],
+        d, L, N = self.config.d_model, self.config.n_layer, self.config.num_tokens   # N fed: class + N - 1
+        return AiMCache(layers=[blk.mixer.allocate_cache(batch, device, dtype, paired_conv, max_len=N, ssm_form=ssm_form)
+                                for blk in self.blocks],
                         mods=torch.zeros(L, batch, 3, d, device=device, dtype=dtype),
                         final=torch.zeros(batch, 2, d, device=device, dtype=dtype))
 

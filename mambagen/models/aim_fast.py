@@ -109,7 +109,7 @@ class AiMFastDecode:
                  compile_mode: str | None = None):
         self.model = model
         self.fused = fused_decode_available(model) if fused is None else fused
-        self.cache = model.allocate_cache(rows, paired_conv=self.fused)
+        self.cache = model.allocate_cache(rows, paired_conv=self.fused, ssm_form="state")   # its steps read the state
         self.block_step = (torch.compile(_aim_block_step, fullgraph=False, dynamic=False, mode=compile_mode)
                            if compile_blocks else _aim_block_step)
         p = next(model.parameters())
