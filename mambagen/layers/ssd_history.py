@@ -7,8 +7,9 @@ from a zero state) is the SSD paper's quadratic ("attention") form:
 
 A decoding step then reads the t kept inputs dt_s x_s (t x headdim per head) instead of reading and writing the
 (headdim x d_state) state, which is fewer bytes while t is below a few times d_state. On a CPU, where a step of
-the demo is bound by those bytes, that is 4x faster for its 64 tokens (bench/results/cpu_demo_decode.md);
-on a GPU the fused state kernel is the fast path. `ssd_ref.ssd_step` is the reference it is tested against.
+the demo is bound by those bytes, its SSM part is ~4x faster for the 64 tokens and the whole token
+generation 1.6x (bench/results/cpu_demo_decode.md); on a GPU the fused state kernel is the fast path.
+`ssd_ref.ssd_step` is the reference it is tested against (tests/test_mamba2.py).
 
 The decay factors are kept per position and multiplied by each step's decay (as the recurrence multiplies
 its state), never differenced from a cumulative sum, so long histories lose no precision.
