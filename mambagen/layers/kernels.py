@@ -6,10 +6,20 @@ build); callers then use the pure-PyTorch reference. Nothing here is required.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 
+def _can_run_kernels() -> bool:
+    """Whether a kernel could run here: a CUDA GPU, or Triton's interpreter (the CPU tests). Elsewhere the
+    imports are skipped: importing Triton costs about half a second of every CPU command's start-up."""
+    import torch
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _optional(module: str, name: str):
+    if module != "triton" and not _RUNNABLE:
+        return None
     try:
         mod = __import__(module, fromlist=[name])
         return getattr(mod, name)
@@ -17,6 +27,7 @@ def _optional(module: str, name: str):
         return None
 
 
+_RUNNABLE = _can_run_kernels()
 mamba_chunk_scan_combined = _optional("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")
 selective_state_update = _optional("mamba_ssm.ops.triton.selective_state_update", "selective_state_update")
 causal_conv1d_fn = _optional("causal_conv1d", "causal_conv1d_fn")
@@ -63,7 +74,7 @@ KERNELS = ("mamba_chunk_scan_combined", "selective_state_update", "causal_conv1d
 
 def available() -> dict[str, bool]:
     """Which optional kernels can run here (for `mambagen info`): imported, and a CUDA GPU to run them on
-    (on a CPU-only machine they import, for the interpreter tests, but never run)."""
+    (on a CPU-only machine they import only for the interpreter tests, and never run)."""
     import torch
     gpu = torch.cuda.is_available()
     return {name: globals()[name] is not None and gpu for name in KERNELS}
