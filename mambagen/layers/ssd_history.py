@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 HISTORY_MAX_PER_STATE = 4   # decode from the history when the sequence is at most this many times d_state
 
@@ -59,7 +60,7 @@ class SSMHistory:
                              "(allocate the cache for the whole sequence)")
         dA = (dt * A).to(self.decay.dtype)                                  # (b, L, h) log-decay of each step
         self.decay[:, :, :t0].mul_(torch.exp(dA.sum(1))[..., None])        # as the recurrence decays its state
-        tail = dA.flip(1).cumsum(1).flip(1) - dA                            # within the new block: s -> the last
+        tail = F.pad(dA[:, 1:].flip(1).cumsum(1).flip(1), (0, 0, 0, 1))    # within the block: s -> its last token
         self.decay[:, :, t0:t0 + L] = torch.exp(tail).transpose(1, 2)
         self.x[:, :, t0:t0 + L] = (dt[..., None] * x).to(self.x.dtype).transpose(1, 2)
         self.B[:, :, t0:t0 + L] = B.to(self.B.dtype).transpose(1, 2)

@@ -12,8 +12,9 @@ state (b, h, p, n). Three ways to evaluate it, which must agree:
 * `ssd_chunked`    - chunked parallel form for training and prefill (the SSD paper's
                      four steps); takes an initial state and returns the final state.
 * `ssd_step`       - one token on an explicit state, for decoding; `ssd_step_` the same in place
-                     (CPU decoding: the state is the largest tensor a step touches, so it is read
-                     and written twice instead of ~8 times; the CUDA kernel goes down to once).
+                     (CPU decoding of long sequences: the state is the largest tensor a step touches,
+                     so it is read and written twice instead of ~8 times; the CUDA kernel goes down to
+                     once; short ones decode from the token history instead, `ssd_history`).
 * `ssd_sequential` - the naive recurrence, token by token; tests only.
 """
 from __future__ import annotations
