@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .ssd_ref import _heads
+
 HISTORY_MAX_PER_STATE = 4   # decode from the history when the sequence is at most this many times d_state
 
 
@@ -75,6 +77,5 @@ def history_step_(hist: SSMHistory, x, dt, A, B, C) -> torch.Tensor:
     hist.append_(x[:, None], dt[:, None], A, B[:, None])
     t = hist.filled
     CB = torch.bmm(hist.B[:, :, :t].reshape(b * g, t, n), C.to(hist.B.dtype).reshape(b * g, n, 1))  # C_t . B_s
-    CB = CB.view(b, g, 1, t).repeat_interleave(h // g, dim=1)              # (b, h, 1, t)
-    w = (hist.decay[:, :, None, :t] * CB).view(b * h, 1, t)                 # (b h, 1, t)
+    w = (hist.decay[:, :, :t] * _heads(CB.view(b, g, t), h)).view(b * h, 1, t)   # (b h, 1, t)
     return torch.bmm(w, hist.x.view(b * h, -1, p)[:, :t]).view(b, h, p)
